@@ -1,0 +1,447 @@
+"""Aff-Wild2 EXPR (ABAW) frames as a Paddle dataset, with the release's train/val transforms.
+
+A sample is `(image CHW float32, label int64, index int64, ok int64)`:
+- `label` is in the model's class space (`-1`: frame's label is invalid or outside its classes),
+- `index` points into `dataset.samples` (so paths never travel through the collate function and
+  distributed evaluation can drop the distributed sampler's padding by index),
+- `ok` is 0 when the image was corrupt and `DATA.SKIP_BAD_IMAGES` is on (the batch row is then
+  masked out by the engine and counted), 1 otherwise.
+
+Sample discovery: annotation files `ANNO_FOLDER/<split>/<video>.txt` give frame i's label on line
+i+1; frame i's face is `DATA_FOLDER/<video>/<i:05d>.jpg`; frames without a face image are dropped.
+A cached data list (`DATA_LIST_TRAIN/VAL`) holds `video/00001.jpg label` per line with the label in
+the 8-class ABAW space (-1..7), so one list serves the coarse and the negative model alike; when
+the configured list file does not exist yet it is written after the first scan.
+"""
+import math
+import os
+import random
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+import labels as abaw_labels
+from fileio import atomic_open
+
+IMAGE_SUFFIX = '.jpg'
+
+
+class DataError(ValueError):
+    """Unusable data/annotation input; the message names the folder, file or line at fault."""
+
+
+class BadImageError(DataError):
+    """A face image that cannot be decoded (corrupt or truncated)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample discovery
+
+def _face_images(video_dir):
+    try:
+        return {e.name for e in os.scandir(video_dir) if e.name.endswith(IMAGE_SUFFIX)}
+    except FileNotFoundError:
+        return None
+
+
+def _frame_number(name):
+    stem = name[:-len(IMAGE_SUFFIX)]
+    return int(stem) if stem.isdigit() else None
+
+
+def _check_folder(path, flag):
+    if not path:
+        raise DataError(f"{flag} is not set")
+    if not os.path.isdir(path):
+        raise DataError(f"{flag} {path}: folder does not exist")
+
+
+def read_video_list(path):
+    """Video names, one per line (blank lines and '#' comments ignored)."""
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            names = [line.strip() for line in f]
+    except OSError as err:
+        raise DataError(f"-video_list {path}: cannot read ({err.strerror})") from None
+    names = [n for n in names if n and not n.startswith('#')]
+    if not names:
+        raise DataError(f"-video_list {path}: no video names in the file")
+    return names
+
+
+def scan_annotated(data_folder, anno_folder, split, all_frames):
+    """[(relpath, abaw_label)] for the videos annotated in `anno_folder/split`.
+
+    all_frames=False: only frames with a face image and a label 0..7 (training).
+    all_frames=True: every face image of those videos; frames past the annotation or with label -1
+    get -1 (evaluation: the fusion step needs every frame).
+    """
+    _check_folder(data_folder, '-data_folder')
+    _check_folder(anno_folder, '-anno_folder')
+    split_dir = os.path.join(anno_folder, split)
+    if not os.path.isdir(split_dir):
+        raise DataError(f"-anno_folder {anno_folder}: has no '{split}' sub-folder")
+    anno_files = sorted(n for n in os.listdir(split_dir) if n.endswith('.txt'))
+    if not anno_files:
+        raise DataError(f"{split_dir}: no annotation .txt files")
+    samples = []
+    for anno_name in anno_files:
+        video = anno_name[:-4]
+        frame_labels = abaw_labels.read_annotation(os.path.join(split_dir, anno_name))
+        images = _face_images(os.path.join(data_folder, video))
+        if not images:
+            continue
+        if all_frames:
+            for name in sorted(images):
+                number = _frame_number(name)
+                label = frame_labels[number - 1] if number and number <= len(frame_labels) else -1
+                samples.append((f"{video}/{name}", label))
+        else:
+            for number, label in enumerate(frame_labels, start=1):
+                name = f"{number:05d}{IMAGE_SUFFIX}"
+                if label >= 0 and name in images:
+                    samples.append((f"{video}/{name}", label))
+    return samples
+
+
+def scan_unannotated(data_folder, videos=None, anno_folder=None, split=None):
+    """Every face image of `videos` (default: every sub-folder of data_folder), label -1 unless an
+    annotation file for that video exists in anno_folder/split."""
+    _check_folder(data_folder, '-data_folder')
+    if videos is None:
+        videos = sorted(e.name for e in os.scandir(data_folder) if e.is_dir())
+    samples = []
+    for video in videos:
+        images = _face_images(os.path.join(data_folder, video))
+        if images is None:
+            raise DataError(f"-data_folder {data_folder}: no folder for video '{video}'")
+        frame_labels = []
+        if anno_folder and split:
+            anno_path = os.path.join(anno_folder, split, video + '.txt')
+            if os.path.isfile(anno_path):
+                frame_labels = abaw_labels.read_annotation(anno_path)
+        for name in sorted(images):
+            number = _frame_number(name)
+            label = frame_labels[number - 1] if number and number <= len(frame_labels) else -1
+            samples.append((f"{video}/{name}", label))
+    return samples
+
+
+def read_data_list(path):
+    samples = []
+    with open(path, 'r', encoding='utf-8') as f:
+        for line_no, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            parts = text.rsplit(None, 1)
+            try:
+                label = int(parts[1])
+            except (IndexError, ValueError):
+                raise DataError(f"{path}:{line_no}: expected 'video/00001.jpg label', got '{text}'") from None
+            if not -1 <= label <= 7:
+                raise DataError(f"{path}:{line_no}: label {label} is outside -1..7")
+            samples.append((parts[0], label))
+    if not samples:
+        raise DataError(f"{path}: data list is empty")
+    return samples
+
+
+def write_data_list(path, samples):
+    with atomic_open(path, 'w', encoding='utf-8', newline='\n') as f:
+        f.writelines(f"{rel} {label}\n" for rel, label in samples)
+
+
+def collect_samples(data_folder, anno_folder, split, class_type, train, data_list=None, video_list=None):
+    """[(relpath, label in class_type's space)] for one split.
+
+    Training keeps only frames whose label maps into class_type's classes. Evaluation keeps every
+    face image, with -1 for frames outside those classes. Without annotations (test set: no
+    anno_folder, or a video list whose videos have no annotation file) every label is -1.
+    """
+    abaw_labels.check_class_type(class_type)
+    if data_list and os.path.isfile(data_list):
+        abaw = read_data_list(data_list)
+    elif video_list:
+        abaw = scan_unannotated(data_folder, read_video_list(video_list), anno_folder, split)
+    elif not anno_folder:
+        if train:
+            raise DataError("-anno_folder is required for training")
+        abaw = scan_unannotated(data_folder)
+    else:
+        # Training lists are cached with every face frame so one list serves train and eval.
+        abaw = scan_annotated(data_folder, anno_folder, split, all_frames=bool(data_list) or not train)
+        if data_list:
+            write_data_list(data_list, abaw)
+    where = data_list or video_list or (f"{anno_folder}/{split}" if anno_folder else data_folder)
+    mapped = [(rel, abaw_labels.map_label(label, class_type)) for rel, label in abaw]
+    if train:
+        mapped = [(rel, label) for rel, label in mapped if label >= 0]
+    if not mapped:
+        raise DataError(f"-data_folder {data_folder}: no usable frame for class_type '{class_type}' "
+                        f"(from {where})")
+    return mapped
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms (PIL in, numpy CHW float32 out)
+
+class RandomApply:
+    """Apply `transform` with probability p.
+
+    The release's helper compared the other way round (`if p < random()`), so its 'p' transforms
+    ran with probability 1 - p; `release_inverted=True` reproduces that (DATA.RELEASE_RANDOM_APPLY).
+    """
+
+    def __init__(self, transform, p, release_inverted=False):
+        self.transform, self.p, self.release_inverted = transform, p, release_inverted
+
+    def __call__(self, img):
+        draw = random.random()
+        run = draw >= self.p if self.release_inverted else draw < self.p
+        return self.transform(img) if run else img
+
+
+class RandomRotation:
+    def __init__(self, degrees):
+        self.degrees = degrees
+
+    def __call__(self, img):
+        return img.rotate(random.uniform(-self.degrees, self.degrees), resample=Image.BILINEAR)
+
+
+class RandomResizedCrop:
+    """Crop a random area fraction (scale) with aspect ratio in `ratio`, resized to size x size."""
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(1.0, 1.0), interpolation=Image.BICUBIC):
+        self.size, self.scale, self.ratio, self.interpolation = size, scale, ratio, interpolation
+
+    def _box(self, width, height):
+        area = width * height
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * random.uniform(*self.scale)
+            aspect = math.exp(random.uniform(*log_ratio))
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return random.randint(0, width - w), random.randint(0, height - h), w, h
+        side = min(width, height)   # fall back to the centre square
+        return (width - side) // 2, (height - side) // 2, side, side
+
+    def __call__(self, img):
+        x, y, w, h = self._box(*img.size)
+        return img.crop((x, y, x + w, y + h)).resize((self.size, self.size), self.interpolation)
+
+
+class RandomHorizontalFlip:
+    def __call__(self, img):
+        return img.transpose(Image.FLIP_LEFT_RIGHT) if random.random() < 0.5 else img
+
+
+class Grayscale:
+    def __call__(self, img):
+        return img.convert('L').convert('RGB')
+
+
+class ColorJitter:
+    """Brightness, contrast, saturation factors drawn from [1-s, 1+s], applied in random order."""
+
+    def __init__(self, brightness, contrast, saturation):
+        self.strengths = (brightness, contrast, saturation)
+
+    def __call__(self, img):
+        from PIL import ImageEnhance
+        enhancers = [ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color]
+        order = list(range(3))
+        random.shuffle(order)
+        for i in order:
+            s = self.strengths[i]
+            if s > 0:
+                img = enhancers[i](img).enhance(random.uniform(max(0.0, 1 - s), 1 + s))
+        return img
+
+
+class GaussianBlur:
+    def __init__(self, sigma=(0.1, 2.0)):
+        self.sigma = sigma
+
+    def __call__(self, img):
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+
+class Resize:
+    """Resize the shorter side to `size`."""
+
+    def __init__(self, size, interpolation=Image.BICUBIC):
+        self.size, self.interpolation = size, interpolation
+
+    def __call__(self, img):
+        w, h = img.size
+        if min(w, h) == self.size:
+            return img
+        if w <= h:
+            new = (self.size, max(1, int(self.size * h / w)))
+        else:
+            new = (max(1, int(self.size * w / h)), self.size)
+        return img.resize(new, self.interpolation)
+
+
+class CenterCrop:
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, img):
+        w, h = img.size
+        left, top = int(round((w - self.size) / 2)), int(round((h - self.size) / 2))
+        return img.crop((left, top, left + self.size, top + self.size))
+
+
+class ToNormalizedArray:
+    """PIL RGB -> float32 CHW, scaled to [0, 1] then normalised with mean/std."""
+
+    def __init__(self, mean, std):
+        self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(3, 1, 1)
+
+    def __call__(self, img):
+        arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return (arr - self.mean) / self.std
+
+
+class RandomErasing:
+    """Erase `count` random rectangles (area 2%-1/3, log-uniform aspect 0.3-3.3) of a normalised CHW
+    array; mode 'pixel' fills with per-pixel normal noise, 'rand' per-channel, 'const' zeros."""
+
+    def __init__(self, prob, mode='pixel', count=1):
+        self.prob, self.mode, self.count = prob, mode, count
+
+    def __call__(self, arr):
+        if self.prob <= 0 or random.random() >= self.prob:
+            return arr
+        channels, height, width = arr.shape
+        area = height * width
+        for _ in range(self.count):
+            for _attempt in range(10):
+                target = area * random.uniform(0.02, 1 / 3)
+                aspect = math.exp(random.uniform(math.log(0.3), math.log(1 / 0.3)))
+                h = int(round(math.sqrt(target * aspect)))
+                w = int(round(math.sqrt(target / aspect)))
+                if w < width and h < height:
+                    top, left = random.randint(0, height - h), random.randint(0, width - w)
+                    if self.mode == 'pixel':
+                        fill = np.random.normal(size=(channels, h, w))
+                    elif self.mode == 'rand':
+                        fill = np.random.normal(size=(channels, 1, 1))
+                    else:
+                        fill = 0.0
+                    arr[:, top:top + h, left:left + w] = fill
+                    break
+        return arr
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = transforms
+
+    def __call__(self, x):
+        for t in self.transforms:
+            x = t(x)
+        return x
+
+
+def _cfg(config, dotted, default):
+    node = config
+    for part in dotted.split('.'):
+        if not hasattr(node, part) and not (isinstance(node, dict) and part in node):
+            return default
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def train_transform(config):
+    size = config.DATA.IMAGE_SIZE
+    inverted = bool(_cfg(config, 'DATA.RELEASE_RANDOM_APPLY', False))
+    mean, std = config.DATA.IMAGENET_MEAN, config.DATA.IMAGENET_STD
+    return Compose([
+        RandomApply(RandomRotation(6), 0.5, inverted),
+        RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(1.0, 1.0), interpolation=Image.BICUBIC),
+        RandomHorizontalFlip(),
+        RandomApply(Grayscale(), 0.2, inverted),
+        RandomApply(ColorJitter(0.4, 0.4, 0.4), 0.8, inverted),
+        RandomApply(GaussianBlur((0.1, 2.0)), 0.5, inverted),
+        ToNormalizedArray(mean, std),
+        RandomErasing(config.TRAIN.RANDOM_ERASE_PROB, _cfg(config, 'TRAIN.RANDOM_ERASE_MODE', 'pixel'),
+                      _cfg(config, 'TRAIN.RANDOM_ERASE_COUNT', 1)),
+    ])
+
+
+def val_transform(config):
+    size = config.DATA.IMAGE_SIZE
+    return Compose([
+        Resize(int(math.floor(size / config.DATA.CROP_PCT)), Image.BICUBIC),
+        CenterCrop(size),
+        ToNormalizedArray(config.DATA.IMAGENET_MEAN, config.DATA.IMAGENET_STD),
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset
+
+try:
+    from paddle.io import Dataset as _PaddleDataset
+except ImportError:  # keeps sample discovery usable by tools that do not import paddle
+    _PaddleDataset = object
+
+
+def load_image(path):
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now so a truncated file fails here, not inside a transform
+            return img.convert('RGB')
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadImageError(f"{path}: cannot decode face image ({err})") from None
+
+
+class AbawDataset(_PaddleDataset):
+    def __init__(self, data_folder, samples, transform, skip_bad_images=False):
+        super().__init__()
+        self.data_folder = data_folder
+        self.samples = samples
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        self.epoch = 0  # read by worker_init so worker RNG streams differ per epoch but repeat on resume
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        rel, label = self.samples[index]
+        try:
+            img = load_image(os.path.join(self.data_folder, rel))
+        except BadImageError:
+            if not self.skip_bad_images:
+                raise
+            # Keep the batch shape: a placeholder image the engine masks out (ok=0) and counts.
+            size = self._output_size()
+            return np.zeros((3, size, size), np.float32), np.int64(label), np.int64(index), np.int64(0)
+        return self.transform(img), np.int64(label), np.int64(index), np.int64(1)
+
+    def _output_size(self):
+        if not hasattr(self, '_size'):
+            probe = self.transform(Image.new('RGB', (64, 64)))
+            self._size = probe.shape[-1]
+        return self._size
+
+
+def build_dataset(config, mode):
+    """mode 'train' or 'val' ('val' is also -eval)."""
+    train = mode == 'train'
+    split = _cfg(config, 'DATA.TRAIN_SPLIT', 'Train_Set') if train else _cfg(config, 'DATA.VAL_SPLIT', 'Validation_Set')
+    data_list = config.DATA.DATA_LIST_TRAIN if train else config.DATA.DATA_LIST_VAL
+    video_list = None if train else (_cfg(config, 'DATA.VIDEO_LIST', '') or None)
+    samples = collect_samples(config.DATA.DATA_FOLDER, config.DATA.ANNO_FOLDER, split,
+                              config.DATA.CLASS_TYPE, train, data_list or None, video_list)
+    transform = train_transform(config) if train else val_transform(config)
+    return AbawDataset(config.DATA.DATA_FOLDER, samples, transform,
+                       bool(_cfg(config, 'DATA.SKIP_BAD_IMAGES', False)))

@@ -1,0 +1,139 @@
+"""Face detection (facenet-pytorch MTCNN) and alignment of one face per frame to a square RGB crop.
+
+Usable on in-memory frames, e.g. by predict_video.py:
+
+    aligner = FaceAligner('cpu')
+    faces_per_frame = aligner.detect_batch(frames)          # list (per frame) of lists of Face
+    face = select_face(faces_per_frame[0], side=None, min_prob=aligner.min_prob)
+    crop = aligner.align(frames[0], face) if face else None  # (224, 224, 3) uint8 RGB
+"""
+import collections
+
+import cv2
+import numpy as np
+from skimage.transform import SimilarityTransform
+
+Face = collections.namedtuple('Face', ['box', 'prob', 'landmarks'])
+Face.__doc__ = """One MTCNN detection: box (x1, y1, x2, y2), prob in [0, 1], landmarks (5, 2) as x, y of
+left eye, right eye, nose, left mouth corner, right mouth corner (image left/right)."""
+
+LANDMARK_NAMES = ('left_eye', 'right_eye', 'nose', 'mouth_left', 'mouth_right')
+
+# Where the five landmarks land, as fractions of the output side. Chosen so that a frontal face is
+# upright with level eyes and centred horizontally, and forehead, chin and cheeks stay inside the
+# crop (expression needs brows and jaw, unlike the tight templates used for face recognition):
+# the eyes are 0.32 of the side apart, the mouth 0.30 of the side below the eyes.
+ALIGN_TEMPLATE = np.array([
+    [0.34, 0.40],
+    [0.66, 0.40],
+    [0.50, 0.55],
+    [0.37, 0.70],
+    [0.63, 0.70],
+], dtype=np.float64)
+
+MODES = ('align', 'crop')
+
+
+def _check_rgb(frame):
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 frame of shape (H, W, 3), got {frame.dtype} {frame.shape}")
+    return frame
+
+
+def select_face(faces, side=None, min_prob=0.9):
+    """The face to keep among one frame's detections, or None if none reaches `min_prob`.
+
+    side None: the most confident face. 'left' / 'right': the face whose box centre is left-most /
+    right-most, the Aff-Wild2 convention for videos with two annotated people.
+    """
+    candidates = [face for face in faces if face.prob >= min_prob]
+    if not candidates:
+        return None
+    if side is None:
+        return max(candidates, key=lambda face: face.prob)
+    centre_x = lambda face: (face.box[0] + face.box[2]) / 2
+    if side == 'left':
+        return min(candidates, key=centre_x)
+    if side == 'right':
+        return max(candidates, key=centre_x)
+    raise ValueError(f"side must be None, 'left' or 'right', got {side!r}")
+
+
+class FaceAligner:
+    """MTCNN detector plus the geometric step that turns a detection into an `image_size` crop.
+
+    mode 'align': similarity transform (rotation, uniform scale, shift) taking MTCNN's 5 landmarks
+    onto ALIGN_TEMPLATE. mode 'crop': the detection box grown by `margin` (a fraction of its size on
+    each side), made square around its centre, resized; no rotation.
+    """
+
+    def __init__(self, device='cpu', mode='align', image_size=224, margin=0.2, min_face_size=20,
+                 thresholds=(0.6, 0.7, 0.7), min_prob=0.9):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.device = device
+        self.mode = mode
+        self.image_size = int(image_size)
+        self.margin = float(margin)
+        self.min_prob = float(min_prob)
+        self.min_face_size = int(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self._mtcnn = None
+
+    @property
+    def mtcnn(self):
+        # Built on first use: align()/transform() need no network, and torch import is slow.
+        if self._mtcnn is None:
+            from facenet_pytorch import MTCNN
+
+            # keep_all: choosing the face (most confident / left / right) is ours, so MTCNN returns all.
+            self._mtcnn = MTCNN(image_size=self.image_size, min_face_size=self.min_face_size,
+                                thresholds=list(self.thresholds), keep_all=True, post_process=False,
+                                device=self.device)
+        return self._mtcnn
+
+    def detect_batch(self, frames):
+        """Detections of each frame: a list (one per frame) of lists of Face, most confident first.
+
+        Frames of one batch must share one size (MTCNN stacks them); mixed sizes are detected one by one.
+        """
+        frames = [_check_rgb(frame) for frame in frames]
+        if not frames:
+            return []
+        if len({frame.shape for frame in frames}) == 1:
+            boxes, probs, points = self.mtcnn.detect(np.stack(frames), landmarks=True)
+        else:
+            results = [self.mtcnn.detect(frame, landmarks=True) for frame in frames]
+            boxes, probs, points = zip(*results) if results else ((), (), ())
+        detections = []
+        for frame_boxes, frame_probs, frame_points in zip(boxes, probs, points):
+            faces = []
+            if frame_boxes is not None:
+                for box, prob, landmarks in zip(frame_boxes, frame_probs, frame_points):
+                    faces.append(Face(np.asarray(box, np.float64), float(prob),
+                                      np.asarray(landmarks, np.float64).reshape(5, 2)))
+            faces.sort(key=lambda face: -face.prob)
+            detections.append(faces)
+        return detections
+
+    def transform(self, face):
+        """2x3 matrix mapping frame coordinates to crop coordinates for this face."""
+        size = self.image_size
+        if self.mode == 'align':
+            estimate = SimilarityTransform.from_estimate(face.landmarks, ALIGN_TEMPLATE * size)
+            if not estimate:
+                raise ValueError(f"degenerate landmarks, cannot align: {face.landmarks.tolist()}")
+            return estimate.params[:2]
+        x1, y1, x2, y2 = face.box
+        side = max(x2 - x1, y2 - y1) * (1 + 2 * self.margin)
+        scale = size / side
+        centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
+        return np.array([[scale, 0, size / 2 - scale * centre_x],
+                         [0, scale, size / 2 - scale * centre_y]])
+
+    def align(self, frame, face):
+        """The (image_size, image_size, 3) uint8 RGB crop of `face`; outside the frame is black."""
+        frame = _check_rgb(frame)
+        return cv2.warpAffine(frame, self.transform(face), (self.image_size, self.image_size),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

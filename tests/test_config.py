@@ -1,0 +1,74 @@
+import argparse
+
+import pytest
+
+from config import ConfigError, get_config, get_arguments, merge_opts, update_config
+
+
+def test_defaults_are_the_release_values():
+    c = get_config()
+    assert c.DATA.BATCH_SIZE == 256 and c.DATA.BATCH_SIZE_EVAL is None
+    assert c.DATA.CROP_PCT == 0.9 and c.DATA.DATASET == 'ABAW' and c.DATA.CLASS_TYPE == 'all'
+    assert c.MODEL.NUM_CLASSES == 8 and c.MODEL.DROPPATH == 0.1 and c.MODEL.FINAL_NORM is False
+    assert list(c.MODEL.STAGE_DEPTHS) == [2, 2, 6, 2] and list(c.MODEL.NUM_HEADS) == [3, 6, 12, 24]
+    assert c.TRAIN.BASE_LR == 5e-4 and c.TRAIN.WARMUP_START_LR == 5e-5 and c.TRAIN.GRAD_CLIP == 5.0
+    assert c.TRAIN.LINEAR_SCALED_LR == 512 and c.TRAIN.SMOOTHING == 0.1
+    assert c.TRAIN.OPTIMIZER.NAME == 'AdamW' and tuple(c.TRAIN.OPTIMIZER.BETAS) == (0.9, 0.999)
+    assert c.TRAIN.MODEL_EMA_DECAY == 0.99996 and c.TRAIN.RANDOM_ERASE_PROB == 0.25
+    assert c.SAVE_FREQ == 10 and c.REPORT_FREQ == 20 and c.SEED == 0 and not c.AMP
+
+
+def test_swin_small_yaml_overrides_defaults():
+    c = get_config('configs/swin_small_patch4_window7_224.yaml')
+    assert list(c.MODEL.STAGE_DEPTHS) == [2, 2, 18, 2]
+    assert c.MODEL.NUM_CLASSES == 5 and c.MODEL.DROPPATH == 0.3 and c.DATA.CROP_PCT == 1.0
+    assert c.MODEL.NAME == 'swin_small_patch4_window7_224'
+
+
+def test_base_inheritance_and_bare_name(tmp_path):
+    base = tmp_path / 'base.yaml'
+    base.write_text('MODEL:\n  EMBED_DIM: 24\n  NUM_CLASSES: 4\n')
+    child = tmp_path / 'child.yaml'
+    child.write_text("BASE: ['base.yaml']\nMODEL:\n  NUM_CLASSES: 5\n")
+    c = get_config(str(child))
+    assert c.MODEL.EMBED_DIM == 24 and c.MODEL.NUM_CLASSES == 5
+    # A bare name is looked up in configs/.
+    assert get_config('swin_debug.yaml').MODEL.EMBED_DIM == 12
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('MODEL:\n  EMBED_DIMS: 24\n')
+    with pytest.raises(ConfigError, match=r'bad\.yaml.*EMBED_DIMS'):
+        get_config(str(bad))
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match='nope.yaml'):
+        get_config(str(tmp_path / 'nope.yaml'))
+    broken = tmp_path / 'broken.yaml'
+    broken.write_text('MODEL: [unclosed\n')
+    with pytest.raises(ConfigError, match='broken.yaml.*not valid YAML'):
+        get_config(str(broken))
+
+
+def test_flags_apply_and_class_type_sets_classes():
+    args = get_arguments(['-cfg', 'configs/swin_small_patch4_window7_224.yaml', '-class_type', 'negative',
+                          '-batch_size', '16', '-data_folder', '/d', '-anno_folder', '/a', '-eval', '-amp',
+                          '-output', '/o', '-pretrained', 'w.pdparams', '-last_epoch', '3', '-accum_iter', '2'])
+    c = update_config(get_config(), args)
+    assert c.MODEL.NUM_CLASSES == 4 and c.DATA.CLASS_TYPE == 'negative'
+    assert c.DATA.BATCH_SIZE == 16 and c.DATA.DATA_FOLDER == '/d' and c.DATA.ANNO_FOLDER == '/a'
+    assert c.EVAL and c.AMP and c.SAVE == '/o' and c.MODEL.PRETRAINED == 'w.pdparams'
+    assert c.TRAIN.LAST_EPOCH == 3 and c.TRAIN.ACCUM_ITER == 2
+    assert list(c.MODEL.STAGE_DEPTHS) == [2, 2, 18, 2]
+    assert update_config(get_config(), get_arguments(['-class_type', 'coarse'])).MODEL.NUM_CLASSES == 5
+
+
+def test_unknown_class_type_and_opts():
+    with pytest.raises(ConfigError, match='-class_type'):
+        update_config(get_config(), argparse.Namespace(class_type='positive'))
+    c = merge_opts(get_config(), ['TRAIN.NUM_EPOCHS', '3'])
+    assert c.TRAIN.NUM_EPOCHS == 3
+    with pytest.raises(ConfigError, match='TRAIN.NUM_EPOCH'):
+        merge_opts(get_config(), ['TRAIN.NUM_EPOCH', '3'])

@@ -23,6 +23,10 @@ _C.DATA.ANNO_FOLDER = 'data/annotations/EXPR_Set'
 _C.DATA.DATA_FOLDER = 'data/cropped_aligned'
 _C.DATA.DATA_LIST_TRAIN = ''  # optional cached list: 'video/00001.jpg label' per line
 _C.DATA.DATA_LIST_VAL = ''
+_C.DATA.TRAIN_SPLIT = 'Train_Set'  # added: annotation sub-folders
+_C.DATA.VAL_SPLIT = 'Validation_Set'
+# added: -eval on videos without annotations (the test set): one video name per line
+_C.DATA.VIDEO_LIST = ''
 _C.DATA.DATASET = 'ABAW'
 _C.DATA.CLASS_TYPE = 'all'  # all (8) | coarse (5) | negative (4)
 _C.DATA.IMAGE_SIZE = 224
@@ -71,6 +75,7 @@ _C.TRAIN.END_LR = 0.0
 _C.TRAIN.GRAD_CLIP = 5.0
 _C.TRAIN.ACCUM_ITER = 1
 _C.TRAIN.LINEAR_SCALED_LR = 512  # lr *= effective batch / this; None disables scaling
+_C.TRAIN.KEEP_CHECKPOINTS = 0  # added: newest N periodic checkpoints kept (0: all); best/last always
 
 _C.TRAIN.OPTIMIZER = CN()
 _C.TRAIN.OPTIMIZER.NAME = 'AdamW'
@@ -175,6 +180,7 @@ _FLAG_KEYS = {
     'anno_folder': 'DATA.ANNO_FOLDER',
     'data_list_train': 'DATA.DATA_LIST_TRAIN',
     'data_list_val': 'DATA.DATA_LIST_VAL',
+    'video_list': 'DATA.VIDEO_LIST',
     'num_classes': 'MODEL.NUM_CLASSES',
     'output': 'SAVE',
     'pretrained': 'MODEL.PRETRAINED',
@@ -235,6 +241,8 @@ def add_common_args(parser):
     parser.add_argument('-anno_folder', type=str, default=None, help='ABAW EXPR annotations (Train_Set/, Validation_Set/)')
     parser.add_argument('-data_list_train', type=str, default=None)
     parser.add_argument('-data_list_val', type=str, default=None)
+    parser.add_argument('-video_list', type=str, default=None,
+                        help='-eval on these videos (one name per line), e.g. the unannotated test set')
     parser.add_argument('-class_type', type=str, default=None, help='all | coarse | negative')
     parser.add_argument('-num_classes', type=int, default=None)
     parser.add_argument('-output', type=str, default=None, help='output folder')

@@ -35,6 +35,10 @@ def apply():
     # Spinning threads after each parallel region steal the core from the next op (and from
     # data-loader workers); a zero block time measured faster here.
     os.environ.setdefault('KMP_BLOCKTIME', '0')
+    # Paddle 3's stride kernels make transpose a view and defer the copy to a generic strided
+    # copy, several times slower on CPU than the dedicated transpose kernel it replaces; with
+    # them off Swin-S eager inference measured ~1.4x faster here (benchmarks/RESULTS.md).
+    os.environ.setdefault('FLAGS_use_stride_kernel', '0')
 
 
 apply()

@@ -207,7 +207,8 @@ class RandomRotation:
         self.degrees = degrees
 
     def __call__(self, img):
-        return img.rotate(random.uniform(-self.degrees, self.degrees), resample=Image.BILINEAR)
+        # Nearest-neighbour, as Paddle's/torchvision's RandomRotation default that the release used.
+        return img.rotate(random.uniform(-self.degrees, self.degrees), resample=Image.NEAREST)
 
 
 class RandomResizedCrop:
@@ -404,6 +405,11 @@ def load_image(path):
 
 
 class AbawDataset(_PaddleDataset):
+    """Samples `(image, label, index, ok)`. A corrupt image never raises here: it comes back with
+    ok=0 and a blank image, and the engine either stops naming the file (default) or drops and
+    counts it (DATA.SKIP_BAD_IMAGES). Raising inside Paddle's loader thread/workers would hang or
+    bury the file name in a worker traceback."""
+
     def __init__(self, data_folder, samples, transform, skip_bad_images=False):
         super().__init__()
         self.data_folder = data_folder
@@ -415,17 +421,25 @@ class AbawDataset(_PaddleDataset):
     def __len__(self):
         return len(self.samples)
 
+    def path(self, index):
+        return os.path.join(self.data_folder, self.samples[index][0])
+
     def __getitem__(self, index):
         rel, label = self.samples[index]
         try:
             img = load_image(os.path.join(self.data_folder, rel))
         except BadImageError:
-            if not self.skip_bad_images:
-                raise
-            # Keep the batch shape: a placeholder image the engine masks out (ok=0) and counts.
             size = self._output_size()
             return np.zeros((3, size, size), np.float32), np.int64(label), np.int64(index), np.int64(0)
         return self.transform(img), np.int64(label), np.int64(index), np.int64(1)
+
+    def bad_image_error(self, index):
+        """The BadImageError (with the decoder's reason) for a sample that came back with ok=0."""
+        try:
+            load_image(self.path(index))
+        except BadImageError as err:
+            return BadImageError(f"{err} (DATA.SKIP_BAD_IMAGES True skips such frames)")
+        return BadImageError(f"{self.path(index)}: could not be decoded during loading")
 
     def _output_size(self):
         if not hasattr(self, '_size'):

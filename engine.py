@@ -9,7 +9,6 @@ Reliability (issue 9): checkpoints are written atomically (periodic `Epoch-E-Los
 complete one in the output folder; a NaN/inf loss stops the run naming the step; every known bad
 input ends in one `error: ...` line (see `main`).
 """
-import contextlib
 import datetime
 import glob
 import json
@@ -147,7 +146,10 @@ def build_loader(dataset, config, train, rank, world_size):
     sampler = EpochBatchSampler(len(dataset), batch_size, rank, world_size, shuffle=train,
                                 seed=config.SEED)
     workers = config.DATA.NUM_WORKERS
+    # Without workers, Paddle's prefetch thread hangs the loop forever when a sample raises; load
+    # in the main thread instead (the deterministic NUM_WORKERS 0 mode is for tests and resume checks).
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                  use_buffer_reader=workers > 0,
                                   worker_init_fn=_worker_init(config.SEED, rank) if workers else None)
     return loader, sampler
 
@@ -221,9 +223,15 @@ class Mixup:
         self.prob = t.MIXUP_PROB
         self.switch_prob = cfg_get(config, 'TRAIN.MIXUP_SWITCH_PROB', 0.5)
         self.smoothing, self.num_classes = t.SMOOTHING, num_classes
+        # Own generator: the data loader's prefetch thread draws from the global numpy RNG for the
+        # augmentations concurrently, which would make the mixing order-dependent (non-reproducible).
+        self.rng = np.random.RandomState(0)
         mode = cfg_get(config, 'TRAIN.MIXUP_MODE', 'batch')
         if mode != 'batch':
             raise TrainingError(f"TRAIN.MIXUP_MODE '{mode}': only 'batch' is supported")
+
+    def set_epoch(self, seed, epoch, rank=0):
+        self.rng = np.random.RandomState((seed * 7717 + epoch * 131 + rank) % (2 ** 31))
 
     @staticmethod
     def enabled(config):
@@ -233,24 +241,24 @@ class Mixup:
     def _cut_box(self, lam, height, width):
         if self.cutmix_minmax:
             lo, hi = self.cutmix_minmax
-            h = np.random.randint(int(height * lo), int(height * hi))
-            w = np.random.randint(int(width * lo), int(width * hi))
+            h = self.rng.randint(int(height * lo), int(height * hi))
+            w = self.rng.randint(int(width * lo), int(width * hi))
         else:
             ratio = math.sqrt(1 - lam)
             h, w = int(height * ratio), int(width * ratio)
-        cy, cx = np.random.randint(height), np.random.randint(width)
+        cy, cx = self.rng.randint(height), self.rng.randint(width)
         y0, y1 = np.clip(cy - h // 2, 0, height), np.clip(cy + h // 2, 0, height)
         x0, x1 = np.clip(cx - w // 2, 0, width), np.clip(cx + w // 2, 0, width)
         return int(y0), int(y1), int(x0), int(x1)
 
     def __call__(self, images, labels):
         lam, use_cutmix = 1.0, False
-        if np.random.rand() < self.prob:
+        if self.rng.rand() < self.prob:
             use_cutmix = self.cutmix_alpha > 0 or self.cutmix_minmax
             if use_cutmix and self.mixup_alpha > 0:
-                use_cutmix = np.random.rand() < self.switch_prob
+                use_cutmix = self.rng.rand() < self.switch_prob
             alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
-            lam = float(np.random.beta(alpha, alpha)) if alpha > 0 else 1.0
+            lam = float(self.rng.beta(alpha, alpha)) if alpha > 0 else 1.0
         flipped = images.flip(axis=0)
         if lam < 1.0:
             if use_cutmix:
@@ -308,7 +316,10 @@ def _all_reduce_mean(value, world_size):
 def checkpoint_state(model, optimizer, epoch, lr_scheduler, scaler=None, ema=None, best_macro_f1=None):
     """The release's checkpoint dict (+ best_macro_f1 so resumed runs keep the right 'best')."""
     state = {'model': _unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(), 'epoch': epoch,
-             'lr_scheduler': lr_scheduler.state_dict()}
+             'lr_scheduler': lr_scheduler.state_dict(),
+             # Optimizer state is keyed by Paddle's generated parameter names, which depend on how many
+             # layers the process built before; this map lets restore() rename them (see below).
+             'param_names': {n: p.name for n, p in _unwrap(model).named_parameters()}}
     if scaler is not None:
         state['amp_grad_scaler'] = scaler.state_dict()
     if ema is not None:
@@ -383,6 +394,28 @@ def check_num_classes(state, path, config):
             f"needs {wanted}")
 
 
+def _rename_optimizer_state(opt_state, saved_names, model):
+    """Optimizer accumulators are stored as '<generated param name>_<accumulator>_0'; map the
+    generated names of the saving process to this process's through the structured names."""
+    if not saved_names:
+        return opt_state
+    current = {n: p.name for n, p in _unwrap(model).named_parameters()}
+    renames = {old: current[n] for n, old in saved_names.items() if n in current and current[n] != old}
+    if not renames:
+        return opt_state
+    renamed = {}
+    for key, value in opt_state.items():
+        new_key = key
+        for old, new in renames.items():
+            if key.startswith(old + '_'):
+                new_key = new + key[len(old):]
+                break
+        renamed[new_key] = value
+    if 'master_weights' in opt_state and isinstance(opt_state['master_weights'], dict):
+        renamed['master_weights'] = {renames.get(k, k): v for k, v in opt_state['master_weights'].items()}
+    return renamed
+
+
 def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
     state = _load_checkpoint(path)
     if 'model' not in state or 'epoch' not in state:
@@ -390,7 +423,7 @@ def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
     check_num_classes(state, path, config)
     _unwrap(model).set_state_dict(state['model'])
     if 'optimizer' in state:
-        optimizer.set_state_dict(state['optimizer'])
+        optimizer.set_state_dict(_rename_optimizer_state(state['optimizer'], state.get('param_names'), model))
     if 'lr_scheduler' in state:
         lr_scheduler.set_state_dict(state['lr_scheduler'])
     if scaler is not None and 'amp_grad_scaler' in state:
@@ -426,11 +459,14 @@ def append_history(output_dir, record):
 # ---------------------------------------------------------------------------------------------
 # Train / evaluate
 
-def _ok_rows(images, labels, ok):
-    """Drop rows whose image was corrupt (DATA.SKIP_BAD_IMAGES); returns (images, labels, n_bad)."""
+def _ok_rows(images, labels, ok, index, dataset):
+    """Drop rows whose image was corrupt when DATA.SKIP_BAD_IMAGES, else stop naming the file.
+    Returns (images, labels, n_bad)."""
     bad = int((ok == 0).sum())
     if bad == 0:
         return images, labels, 0
+    if not dataset.skip_bad_images:
+        raise dataset.bad_image_error(int(index.numpy()[(ok.numpy() == 0)][0]))
     keep = paddle.nonzero(ok != 0).flatten()
     return paddle.gather(images, keep), paddle.gather(labels, keep), bad
 
@@ -445,8 +481,8 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
     total_loss, total_count, bad_images, seen = 0.0, 0, 0, 0
     start = time.time()
     optimizer.clear_grad()
-    for batch_id, (images, labels, _index, ok) in enumerate(loader):
-        images, labels, bad = _ok_rows(images, labels, ok)
+    for batch_id, (images, labels, index, ok) in enumerate(loader):
+        images, labels, bad = _ok_rows(images, labels, ok, index, loader.dataset)
         bad_images += bad
         with paddle.amp.auto_cast(enable=scaler is not None):
             if images.shape[0] == 0:
@@ -532,6 +568,9 @@ def score(logits, labels, class_names):
 
 def evaluate(model, loader, dataset, class_names, world_size=1):
     index, logits, skipped = predict(model, loader, world_size)
+    if skipped and not dataset.skip_bad_images:
+        bad = sorted(set(range(len(dataset))) - set(index.tolist()))
+        raise dataset.bad_image_error(bad[0])
     if len(index) != len(dataset) - skipped:
         raise TrainingError(f"evaluation covered {len(index)} of {len(dataset) - skipped} frames")
     labels = np.array([dataset.samples[i][1] for i in index], dtype=np.int64)
@@ -656,6 +695,8 @@ def run(config, output_given=True, distributed=False):
         seed_epoch(config.SEED, epoch, rank)
         train_sampler.set_epoch(epoch)
         train_set.epoch = epoch
+        if mixup is not None:
+            mixup.set_epoch(config.SEED, epoch, rank)
         try:
             stats = train_one_epoch(model, train_loader, optimizer, lr_scheduler, config, epoch, logger,
                                     world_size, scaler, ema, mixup)
@@ -703,8 +744,20 @@ def run(config, output_given=True, distributed=False):
                 logger.info(f"----- New best macro F1 {best_f1:.4f}: {output_dir}/best.pdparams")
             last_good = save_checkpoint(os.path.join(output_dir, 'last.pdparams'), state)
             append_history(output_dir, record)
+    digest = weights_digest(_unwrap(model))
+    # Every rank logs it: equal digests prove the processes ended with identical weights.
+    logger.info(f"final weights sha256 {digest}")
     return {'output': output_dir, 'best_macro_f1': best_f1, 'last_scores': last_scores,
-            'model': _unwrap(model)}
+            'model': _unwrap(model), 'weights_sha256': digest}
+
+
+def weights_digest(model):
+    import hashlib
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(value.numpy()).tobytes())
+    return digest.hexdigest()
 
 
 def _prune_periodic(output_dir, keep):
@@ -720,10 +773,7 @@ def _prune_periodic(output_dir, keep):
 def build_parser(description):
     import argparse
     import config as config_module
-    parser = config_module.add_common_args(argparse.ArgumentParser(description))
-    parser.add_argument('-video_list', type=str, default=None,
-                        help='-eval on these videos (one name per line); labels -1 where not annotated')
-    return parser
+    return config_module.add_common_args(argparse.ArgumentParser(description))
 
 
 def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluation'):
@@ -732,12 +782,6 @@ def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluat
     args = build_parser(description).parse_args(argv)
     try:
         config = config_module.update_config(config_module.get_config(), args)
-        if args.video_list:
-            config.defrost()
-            if 'VIDEO_LIST' not in config.DATA:
-                config.DATA.VIDEO_LIST = ''  # TODO(lead): declare DATA.VIDEO_LIST in config.py
-            config.DATA.VIDEO_LIST = args.video_list
-            config.freeze()
         run(config, output_given=bool(args.output), distributed=distributed)
     except (TrainingError, datasets.DataError, abaw_labels.AnnotationError, config_module.ConfigError,
             ValueError, FileNotFoundError) as err:

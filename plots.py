@@ -48,8 +48,9 @@ def plot_timeline(path, probs, labels, truth=None, title='', class_names=None):
     if truth is not None:
         truth = np.asarray(truth, dtype=np.float64)
         known = np.where(truth >= 0, truth, np.nan)
-        ax_label.step(frames, known, where='mid', lw=3, alpha=0.4, color='tab:green',
-                      label='ground truth')
+        # Drawn over the prediction: flickering predictions would otherwise hide it.
+        ax_label.step(frames, known, where='mid', lw=3, alpha=0.6, color='tab:green',
+                      label='ground truth', zorder=3)
     ax_label.step(frames, labels, where='mid', lw=1, color='tab:blue', label='prediction')
     ax_label.set_yticks(range(len(class_names)))
     ax_label.set_yticklabels(class_names, fontsize=7)

@@ -157,7 +157,7 @@ def main(argv=None):
                             jpeg_quality=args.jpeg_quality, prefer_system_ffmpeg=args.system_ffmpeg,
                             progress=bar.update, manifest_extra=extra)
                 except VideoDecodeError as err:
-                    failures.append(f"{names}: cannot decode: {err}")
+                    failures.append(f"{names}: {err}")
                     continue
                 except BrokenProcessPool as err:
                     failures.append(f"{names}: a detection worker died ({err}); restarting workers")

@@ -177,6 +177,7 @@ def process_video(video_path, out_root, outputs=None, detector=None, aligner_kwa
 
     work = {}
     csv_files = {}
+    frames = results = None
     try:
         for name in outputs:
             clear_unfinished(out_root, name)
@@ -190,7 +191,8 @@ def process_video(video_path, out_root, outputs=None, detector=None, aligner_kwa
         frame_index = 0
         started = time.time()
         frames = iter_frames(video_path, prefer_system=prefer_system_ffmpeg)
-        for batch, detections in detector.map(_batches(frames, batch_size)):
+        results = detector.map(_batches(frames, batch_size))
+        for batch, detections in results:
             for frame, faces in zip(batch, detections):
                 frame_index += 1
                 for name, side in outputs.items():
@@ -233,6 +235,10 @@ def process_video(video_path, out_root, outputs=None, detector=None, aligner_kwa
             summaries[name] = summary
         return summaries
     finally:
+        # Closing the generators stops FFmpeg and cancels queued detections when a video fails.
+        for generator in (results, frames):
+            if generator is not None:
+                generator.close()
         for f in csv_files.values():
             f.close()
         for path in work.values():

@@ -1,0 +1,438 @@
+"""Swin-S at 224, float32, CPU: this project (eager, exported predictor, training step) vs timm.
+
+    python benchmarks/bench_swin.py [--quick] [--json PATH] [--batch_sizes 1 8] [--repeats N]
+
+One invocation runs everything alternately: after a warm-up of every contender, each round
+times one sample of every contender (the order rotates between rounds, so none always runs
+right after another), and the figure is the median over rounds. Other jobs on a shared machine
+slow all contenders alike within a round, which is why the ratios (ours / timm's images per
+second) are the numbers to read, not the absolute rates.
+
+Paddle and PyTorch each run in their own worker process, driven in lock-step by this one: loaded
+into one process, their two OpenMP runtimes (Intel's for Paddle's MKL, GNU's for PyTorch) slowed
+each other's matrix products 2-3x here, which no user would see.
+
+Training step = forward, cross-entropy, backward, AdamW update (drop-path 0.3 in both, as in the
+project's config). Peak memory is measured afterwards in a fresh subprocess per contender
+(allocator caches make in-process figures meaningless): the process's peak RSS over two steps,
+and its increase over the RSS just before the first step. The compute limit is the measured
+2048-square float32 matmul rate divided by the model's FLOPs (multiply-adds counted twice here).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cpu_env  # noqa: E402,F401  (threads / MKL settings before paddle and torch are imported)
+
+from benchmarks.common import (ROOT, current_rss_mb, load_average, machine_info,  # noqa: E402
+                               machine_markdown, median, peak_rss_mb, update_results_section,
+                               write_json)
+
+CONFIG = os.path.join(ROOT, 'configs', 'swin_small_patch4_window7_224.yaml')
+TIMM_NAME = 'swin_small_patch4_window7_224'
+CONTENDERS = ('ours_eager_infer', 'ours_predictor_infer', 'timm_infer', 'ours_eager_train', 'timm_train')
+LABELS = {
+    'ours_eager_infer': 'this project, eager inference',
+    'ours_predictor_infer': 'this project, exported predictor (paddle.inference)',
+    'timm_infer': 'timm, eager inference',
+    'ours_eager_train': 'this project, eager training step',
+    'timm_train': 'timm, eager training step',
+}
+TIMM_OF = {'ours_eager_infer': 'timm_infer', 'ours_predictor_infer': 'timm_infer',
+           'ours_eager_train': 'timm_train'}
+
+
+def _config():
+    from config import get_config
+    return get_config(CONFIG)
+
+
+def swin_flops(config):
+    """Forward FLOPs of one image (2 per multiply-add) from the architecture in `config`."""
+    m = config.MODEL
+    size, patch, dim = config.DATA.IMAGE_SIZE, m.PATCH_SIZE, m.EMBED_DIM
+    side = size // patch
+    macs = side * side * config.DATA.IMAGE_CHANNELS * patch * patch * dim
+    for i, depth in enumerate(m.STAGE_DEPTHS):
+        tokens = side * side
+        window = min(m.WINDOW_SIZE, side) ** 2
+        hidden = int(dim * m.MLP_RATIO)
+        per_block = tokens * (3 * dim * dim + 2 * window * dim + dim * dim + 2 * dim * hidden)
+        macs += depth * per_block
+        if i < len(m.STAGE_DEPTHS) - 1:
+            macs += (tokens // 4) * 4 * dim * 2 * dim
+            side //= 2
+            dim *= 2
+    macs += dim * m.NUM_CLASSES
+    return 2 * macs
+
+
+def matmul_gflops(framework, repeats=5, n=2048):
+    """Median float32 2048-square matmul rate (GFLOP/s) of `framework` in this process."""
+    import numpy as np
+    a = np.random.randn(n, n).astype('float32')
+    if framework == 'torch':
+        import torch
+        torch.set_num_threads(cpu_env.threads_per_process())
+        x = torch.from_numpy(a)
+        run = lambda: torch.mm(x, x)  # noqa: E731
+    else:
+        import paddle
+        x = paddle.to_tensor(a)
+        run = lambda: paddle.matmul(x, x).numpy()  # noqa: E731
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / median(times) / 1e9
+
+
+class Setup:
+    """Builds the models once and hands out a step function per contender and batch size."""
+
+    def __init__(self, num_classes, export_dir):
+        self.config = _config()
+        self.num_classes = num_classes
+        self.export_dir = export_dir
+        self._ours = None
+        self._ours_optimizer = None
+        self._predictor = None
+        self._timm = None
+        self._timm_optimizer = None
+
+    # --- this project -------------------------------------------------------------------
+    def ours(self):
+        if self._ours is None:
+            from swin_transformer import build_swin
+            self._ours = build_swin(self.config)
+        return self._ours
+
+    def predictor(self):
+        if self._predictor is None:
+            from predictor import Predictor, export_model
+            prefix = export_model(self.ours(), self.config, os.path.join(self.export_dir, 'swin_s'))
+            self._predictor = Predictor(prefix)
+        return self._predictor
+
+    def step(self, name, batch):
+        import numpy as np
+        rng = np.random.RandomState(batch)
+        images = rng.randn(batch, 3, 224, 224).astype('float32')
+        labels = rng.randint(0, self.num_classes, size=batch).astype('int64')
+        return getattr(self, '_' + name)(images, labels)
+
+    def _ours_eager_infer(self, images, labels):
+        import paddle
+        model = self.ours()
+        x = paddle.to_tensor(images)
+
+        def step():
+            model.eval()
+            with paddle.no_grad():
+                model(x).numpy()
+        return step
+
+    def _ours_predictor_infer(self, images, labels):
+        predictor = self.predictor()
+        return lambda: predictor(images)
+
+    def _ours_eager_train(self, images, labels):
+        import paddle
+        import paddle.nn.functional as F
+        model = self.ours()
+        if self._ours_optimizer is None:
+            self._ours_optimizer = paddle.optimizer.AdamW(learning_rate=1e-5, parameters=model.parameters(),
+                                                          weight_decay=0.05)
+        optimizer = self._ours_optimizer
+        x, y = paddle.to_tensor(images), paddle.to_tensor(labels)
+
+        def step():
+            model.train()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            float(loss)
+        return step
+
+    # --- timm -----------------------------------------------------------------------------
+    def timm(self):
+        if self._timm is None:
+            import timm
+            import torch
+            torch.set_num_threads(cpu_env.threads_per_process())
+            self._timm = timm.create_model(TIMM_NAME, pretrained=False, num_classes=self.num_classes,
+                                           drop_path_rate=float(self.config.MODEL.DROPPATH))
+        return self._timm
+
+    def _timm_infer(self, images, labels):
+        import torch
+        model = self.timm()
+        x = torch.from_numpy(images)
+
+        def step():
+            model.eval()
+            with torch.inference_mode():
+                model(x).numpy()
+        return step
+
+    def _timm_train(self, images, labels):
+        import torch
+        model = self.timm()
+        if self._timm_optimizer is None:
+            self._timm_optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.05)
+        optimizer = self._timm_optimizer
+        x, y = torch.from_numpy(images), torch.from_numpy(labels)
+
+        def step():
+            model.train()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss.item()
+        return step
+
+
+def check_predictor(setup):
+    """Largest |predictor - eager| logit difference on one batch (should be < 1e-4)."""
+    import numpy as np
+    import paddle
+    images = np.random.RandomState(1).randn(2, 3, 224, 224).astype('float32')
+    model = setup.ours()
+    model.eval()
+    with paddle.no_grad():
+        eager = model(paddle.to_tensor(images)).numpy()
+    return float(np.abs(setup.predictor()(images) - eager).max())
+
+
+FRAMEWORK = {'ours_eager_infer': 'paddle', 'ours_predictor_infer': 'paddle', 'ours_eager_train': 'paddle',
+             'timm_infer': 'torch', 'timm_train': 'torch'}
+MARK = '@@bench_swin@@ '
+
+
+def worker(framework):
+    """Serve prepare / time requests (JSON lines on stdin) for one framework's contenders."""
+    reply_to = sys.stdout
+    sys.stdout = sys.stderr  # library chatter must not mix with replies
+    setup, steps = None, {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request['cmd'] == 'prepare':
+            config = _config()
+            export_dir = tempfile.mkdtemp(prefix='bench_swin_')
+            setup = Setup(num_classes=int(config.MODEL.NUM_CLASSES), export_dir=export_dir)
+            reply = {'matmul_gflops': matmul_gflops(framework)}
+            if 'ours_predictor_infer' in request['contenders']:
+                reply['predictor_max_abs_diff'] = check_predictor(setup)
+            for name in request['contenders']:
+                for b in request['batch_sizes']:
+                    steps[(name, b)] = setup.step(name, b)
+                    for _ in range(request['warmup']):
+                        steps[(name, b)]()
+        elif request['cmd'] == 'time':
+            step = steps[(request['name'], request['batch'])]
+            start = time.perf_counter()
+            for _ in range(request['calls']):
+                step()
+            reply = {'seconds': time.perf_counter() - start}
+        else:
+            break
+        reply_to.write(MARK + json.dumps(reply) + '\n')
+        reply_to.flush()
+
+
+class Worker:
+    def __init__(self, framework):
+        self.framework = framework
+        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker', framework],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, **request):
+        self.process.stdin.write(json.dumps(request) + '\n')
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK):])
+        raise RuntimeError(f"{self.framework} benchmark worker exited (code {self.process.wait()}); "
+                           f"its error is above")
+
+    def close(self):
+        try:
+            self.process.stdin.write(json.dumps({'cmd': 'exit'}) + '\n')
+            self.process.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        self.process.wait()
+
+
+def run_alternating(batch_sizes, rounds, warmup, contenders):
+    frameworks = sorted({FRAMEWORK[name] for name in contenders})
+    workers = {f: Worker(f) for f in frameworks}
+    prepared = {}
+    try:
+        for f, w in workers.items():  # one after the other, so set-up does not overlap timing
+            prepared[f] = w.ask(cmd='prepare', contenders=[n for n in contenders if FRAMEWORK[n] == f],
+                                batch_sizes=batch_sizes, warmup=warmup)
+        keys = [(name, b) for b in batch_sizes for name in contenders]
+        calls = {b: max(1, 8 // b) for b in batch_sizes}  # ~8 images per sample even at batch 1
+        samples = {key: [] for key in keys}
+        for r in range(rounds):
+            order = keys[r % len(keys):] + keys[:r % len(keys)]
+            for name, b in order:
+                seconds = workers[FRAMEWORK[name]].ask(cmd='time', name=name, batch=b, calls=calls[b])['seconds']
+                samples[(name, b)].append(calls[b] * b / seconds)
+            rates = ', '.join(f"{k[0]}@{k[1]} {samples[k][-1]:.2f}" for k in keys)
+            print(f"round {r + 1}/{rounds} (images/s): {rates}", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    return samples, prepared
+
+
+def memory_probe(name, batch):
+    """Run in a fresh process: RSS before the first step and the peak over two steps (MB)."""
+    setup = Setup(num_classes=5, export_dir=tempfile.mkdtemp(prefix='bench_swin_probe_'))
+    step = setup.step(name, batch)
+    before = current_rss_mb()
+    step()
+    step()
+    peak = peak_rss_mb()
+    print(json.dumps({'rss_before_mb': before, 'peak_rss_mb': peak, 'increase_mb': peak - before}))
+
+
+def measure_memory(names, batch_sizes):
+    memory = {}
+    for b in batch_sizes:
+        for name in names:
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), '--probe', name, '--probe_batch', str(b)],
+                                 capture_output=True, text=True)
+            lines = [line for line in out.stdout.splitlines() if line.startswith('{')]
+            if out.returncode != 0 or not lines:
+                print(f"memory probe {name}@{b} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+                continue
+            memory[f"{name}_b{b}"] = json.loads(lines[-1])
+            print(f"memory {name}@{b}: peak RSS {memory[f'{name}_b{b}']['peak_rss_mb']:.0f} MB "
+                  f"(+{memory[f'{name}_b{b}']['increase_mb']:.0f} MB over the loaded model)", flush=True)
+    return memory
+
+
+def report(results, info):
+    lines = ["## Swin-S 224, float32, CPU (`benchmarks/bench_swin.py`)", "", machine_markdown(info)]
+    lines.append(f"Alternating rounds: {results['rounds']} (median reported), warm-up {results['warmup']} "
+                 f"per contender. Load average at end: {results['load_average_at_end']}.\n")
+    lines.append("| batch | contender | images/s (median) | min-max | ratio to timm | peak RSS MB (+step) |")
+    lines.append("|---|---|---|---|---|---|")
+    for b in results['batch_sizes']:
+        for name in results['contenders']:
+            key = f"{name}_b{b}"
+            if key not in results['images_per_s']:
+                continue
+            ratio = results['ratios'].get(f"{name}_vs_timm_b{b}")
+            mem = results['memory'].get(key)
+            mem_text = f"{mem['peak_rss_mb']:.0f} (+{mem['increase_mb']:.0f})" if mem else 'n/a'
+            lo, hi = results['range'][key]
+            lines.append(f"| {b} | {LABELS[name]} | {results['images_per_s'][key]:.2f} | {lo:.2f}-{hi:.2f} | "
+                         f"{'%.2fx' % ratio if ratio else '-'} | {mem_text} |")
+    limit = results['compute_limit']
+    lines += ["", f"Compute limit: {limit['forward_gflops_per_image']:.1f} GFLOPs per image forward; "
+              "measured 2048-square float32 matmul "
+              + ', '.join(f"{f} {r:.0f} GFLOP/s" for f, r in limit['matmul_gflops'].items()) + " -> at most "
+              f"{limit['inference_images_per_s']:.1f} images/s inference, "
+              f"{limit['training_images_per_s']:.1f} images/s training (3x forward).", ""]
+    lines.append("Key ratios (ours / timm, same run): " + ', '.join(
+        f"`{k}` = {results[k]:.2f}" for k in ('ratio_predictor_vs_timm_infer_b8', 'ratio_eager_vs_timm_infer_b8',
+                                              'ratio_eager_vs_timm_train_b8') if results.get(k) is not None))
+    if results['predictor_max_abs_diff'] is not None:
+        lines.append(f"\nPredictor vs eager max |logit difference|: {results['predictor_max_abs_diff']:.2e}")
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help='5 rounds, 1 warm-up (default 7 rounds, 2 warm-ups)')
+    parser.add_argument('--json', metavar='PATH', help='also write the figures as JSON here')
+    parser.add_argument('--batch_sizes', type=int, nargs='+', default=[1, 8])
+    parser.add_argument('--repeats', type=int, help='alternating rounds (median taken; at least 5)')
+    parser.add_argument('--only', nargs='+', choices=CONTENDERS, help='time only these contenders')
+    parser.add_argument('--no_memory', action='store_true', help='skip the per-contender memory subprocesses')
+    parser.add_argument('--no_results_md', action='store_true', help='do not rewrite benchmarks/RESULTS.md')
+    parser.add_argument('--worker', choices=('paddle', 'torch'), help=argparse.SUPPRESS)
+    parser.add_argument('--probe', choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument('--probe_batch', type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker)
+    if args.probe:
+        return memory_probe(args.probe, args.probe_batch)
+
+    rounds = args.repeats or (5 if args.quick else 7)
+    if rounds < 5:
+        parser.error('--repeats: at least 5 rounds, so the median means something')
+    warmup = 1 if args.quick else 2
+    contenders = list(args.only or CONTENDERS)
+    info = machine_info()
+    print(machine_markdown(info), flush=True)
+
+    config = _config()
+    flops = swin_flops(config)
+    samples, prepared = run_alternating(args.batch_sizes, rounds, warmup, contenders)
+    rates = {f: p['matmul_gflops'] for f, p in prepared.items()}
+    best = max(rates.values())
+    compute_limit = {'forward_gflops_per_image': flops / 1e9, 'matmul_gflops': rates,
+                     'inference_images_per_s': best * 1e9 / flops,
+                     'training_images_per_s': best * 1e9 / (3 * flops)}
+    print(f"compute limit: {flops / 1e9:.1f} GFLOPs/image, 2048-square matmul "
+          + ', '.join(f"{f} {r:.0f}" for f, r in rates.items()) + " GFLOP/s -> "
+          f"{compute_limit['inference_images_per_s']:.1f} images/s inference", flush=True)
+    diff = prepared.get('paddle', {}).get('predictor_max_abs_diff')
+    if diff is not None:
+        print(f"predictor vs eager max |logit difference|: {diff:.2e}", flush=True)
+
+    results = {'machine': info, 'rounds': rounds, 'warmup': warmup, 'batch_sizes': args.batch_sizes,
+               'contenders': contenders, 'compute_limit': compute_limit, 'predictor_max_abs_diff': diff,
+               'load_average_at_end': load_average(), 'images_per_s': {}, 'range': {}, 'samples': {},
+               'ratios': {}}
+    for (name, b), values in samples.items():
+        key = f"{name}_b{b}"
+        results['images_per_s'][key] = median(values)
+        results['range'][key] = (min(values), max(values))
+        results['samples'][key] = values
+    print("\nimages/s (median over rounds) and ratio to timm:")
+    for b in args.batch_sizes:
+        for name in contenders:
+            key = f"{name}_b{b}"
+            ours = results['images_per_s'][key]
+            ref = TIMM_OF.get(name)
+            text = f"  batch {b} {LABELS[name]:<55} {ours:7.2f}"
+            if ref and f"{ref}_b{b}" in results['images_per_s']:
+                ratio = ours / results['images_per_s'][f"{ref}_b{b}"]
+                results['ratios'][f"{name}_vs_timm_b{b}"] = ratio
+                text += f"   {ratio:.2f}x timm"
+            print(text)
+    for short, name in (('predictor_vs_timm_infer', 'ours_predictor_infer'),
+                        ('eager_vs_timm_infer', 'ours_eager_infer'), ('eager_vs_timm_train', 'ours_eager_train')):
+        for b in args.batch_sizes:
+            results[f"ratio_{short}_b{b}"] = results['ratios'].get(f"{name}_vs_timm_b{b}")
+    print(f"\nratio_predictor_vs_timm_infer_b8 = {results.get('ratio_predictor_vs_timm_infer_b8')}")
+    print(f"ratio_eager_vs_timm_infer_b8     = {results.get('ratio_eager_vs_timm_infer_b8')}")
+    print(f"ratio_eager_vs_timm_train_b8     = {results.get('ratio_eager_vs_timm_train_b8')}", flush=True)
+
+    results['memory'] = {} if args.no_memory else measure_memory(contenders, args.batch_sizes)
+    if args.json:
+        write_json(args.json, results)
+    if not args.no_results_md:
+        update_results_section('bench_swin', report(results, info))
+        print(f"wrote {os.path.relpath(os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))}")
+    return results
+
+
+if __name__ == '__main__':
+    main()

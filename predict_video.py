@@ -1,0 +1,563 @@
+"""Facial expressions of every frame of any video, in one command: the whole CFC-SP method.
+
+    python predict_video.py VIDEO_OR_FOLDER -output DIR [-coarse_weights W -negative_weights W]
+        [-window K -alpha A] [-fusion soft|hard] [-device cpu|gpu] [-annotate]
+
+Each video goes through the project's own stages, in memory and in one pass: FFmpeg decoding
+(preprocess.video), MTCNN detection and alignment (preprocess.pipeline / preprocess.faces), the
+validation transform (datasets.val_transform), the coarse and negative Swin models
+(predictor.load_classifier), fusion and Smooth Predicting (smooth_predict.fuse / smooth /
+fill_missing). Every aligned face is JPEG-encoded and decoded exactly as `python -m preprocess`
+writes it and `-eval` reads it, so the labels equal those of running the three steps separately.
+
+Per video, in DIR:
+    <video>.csv           one row per frame: frame, time, face found, face box, the 8 smoothed
+                          fused probabilities (empty where no face was found) and the label
+    <video>.txt           ABAW3 submission format (header, one label per frame)
+    <video>_timeline.png  smoothed probabilities and labels over time
+    <video>_annotated.mp4 with -annotate: the input with the face box and the label drawn
+
+Frames without a face take the label of the nearest frame with one (smooth_predict's rule);
+a video without any face is all Neutral and is listed at the end. The CSV is written last: a video
+whose requested outputs all exist is skipped on the next run (-overwrite redoes it).
+"""
+import argparse
+import csv
+import inspect
+import io
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import cpu_env  # noqa: E402,F401  (threads and MKL settings before paddle is imported)
+import numpy as np  # noqa: E402
+
+from fileio import atomic_open, check_writable_dir  # noqa: E402
+from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
+from preprocess.cli import _inside, find_videos  # noqa: E402
+from preprocess.faces import FaceAligner  # noqa: E402
+from preprocess.pipeline import process_video  # noqa: E402
+from preprocess.video import VIDEO_EXTENSIONS, VideoDecodeError, ffmpeg_exe  # noqa: E402
+
+log = logging.getLogger('predict_video')
+
+DEMO_WORK = os.path.join(ROOT, 'demo_work')
+DEMO_CFG = os.path.join(ROOT, 'configs', 'demo_tiny.yaml')
+RELEASE_CFG = os.path.join(ROOT, 'configs', 'swin_small_patch4_window7_224.yaml')
+MODEL_KINDS = ('coarse', 'negative')
+COARSE_NEGATIVE = COARSE_CLASSES.index('Negative')
+CSV_HEADER = (['frame', 'time', 'face', 'x1', 'y1', 'x2', 'y2', 'face_prob']
+              + list(ABAW_CLASSES) + ['label', 'label_id'])
+
+
+def _defaults(function):
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+# Face settings default to those of `python -m preprocess` (FaceAligner's and process_video's own
+# defaults), so the faces classified here are the faces the models were evaluated on.
+ALIGNER_DEFAULTS = _defaults(FaceAligner.__init__)
+JPEG_QUALITY = _defaults(process_video)['jpeg_quality']
+DETECT_BATCH = _defaults(process_video)['batch_size']
+
+
+class UsageError(ValueError):
+    """A bad flag or input path; the message names it."""
+
+
+# ----------------------------------------------------------------------------- models
+
+def demo_weights(kind):
+    return os.path.join(DEMO_WORK, f'train_{kind}', 'best.pdparams')
+
+
+def resolve_model(kind, cfg, weights):
+    """(config file, weights, where from) for one model; the `make demo` model when no weights."""
+    if weights is None:
+        weights = demo_weights(kind)
+        if not os.path.isfile(weights):
+            raise UsageError(f"-{kind}_weights not given and the demo model {weights} does not exist: "
+                             f"run `make demo` to train it, or pass -{kind}_weights (a .pdparams "
+                             "checkpoint or a tools/export_model.py prefix)")
+        return cfg or DEMO_CFG, weights, 'demo model from `make demo`'
+    from predictor import exported_files
+    if weights.endswith('.pdparams'):
+        if not os.path.isfile(weights):
+            raise UsageError(f"-{kind}_weights {weights}: file not found")
+    elif exported_files(re.sub(r'\.(json|pdmodel|pdiparams|meta\.json)$', '', weights)) is None:
+        raise UsageError(f"-{kind}_weights {weights}: neither a .pdparams file nor an exported "
+                         "model prefix (PREFIX.json or .pdmodel with PREFIX.pdiparams)")
+    return cfg or RELEASE_CFG, weights, 'given'
+
+
+class Model:
+    """One of the two Swin classifiers with the validation transform of its own config."""
+
+    def __init__(self, kind, cfg_file, weights, device='cpu'):
+        import config as config_module
+        import datasets
+        from predictor import load_classifier
+
+        if not os.path.isfile(cfg_file):
+            raise UsageError(f"-{kind}_cfg {cfg_file}: file not found")
+        # Exactly what `main_single_gpu.py -cfg CFG -class_type KIND -eval` builds.
+        self.config = config_module.update_config(config_module.get_config(cfg_file),
+                                                  argparse.Namespace(class_type=kind))
+        self.kind = kind
+        self.transform = datasets.val_transform(self.config)
+        self.classify = load_classifier(self.config, weights, device=device)
+
+    def __call__(self, faces):
+        """Logits [N, classes] (float64) of PIL face images."""
+        images = np.stack([self.transform(face) for face in faces]).astype(np.float32)
+        return np.asarray(self.classify(images), dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- video helpers
+
+def probe_frame_rate(path):
+    """Average frame rate FFmpeg reports for the first video stream, or None if it states none."""
+    result = subprocess.run([ffmpeg_exe(), '-hide_banner', '-nostdin', '-i', str(path)],
+                            capture_output=True, text=True, errors='replace')
+    for line in result.stderr.splitlines():
+        if 'Video:' not in line:
+            continue
+        for unit in ('fps', 'tbr'):
+            match = re.search(r'([\d.]+)(k?) ' + unit, line)
+            if match and float(match.group(1)) > 0:
+                return float(match.group(1)) * (1000 if match.group(2) else 1)
+    return None
+
+
+def encode_face(crop_rgb, quality=JPEG_QUALITY):
+    """The JPEG bytes `python -m preprocess` writes for this aligned face (same encoder and flags)."""
+    import cv2
+    ok, data = cv2.imencode('.jpg', cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("cannot JPEG-encode an aligned face")
+    return data.tobytes()
+
+
+class _Clock:
+    """Seconds spent per stage; `timed_iter` charges the time inside next() to one stage."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    def add(self, stage, seconds):
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def timed_iter(self, iterable, stage):
+        iterator = iter(iterable)
+        try:
+            while True:
+                start = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    self.add(stage, time.perf_counter() - start)
+                yield item
+        finally:
+            close = getattr(iterator, 'close', None)
+            if close is not None:
+                close()
+
+
+# ----------------------------------------------------------------------------- one video
+
+def analyse_video(path, detector, geometry, models, fusion='soft', classify_batch=32,
+                  detect_batch=DETECT_BATCH, jpeg_quality=JPEG_QUALITY, progress=None):
+    """Detect, align and classify every frame of one video.
+
+    Returns a dict: frames (count), face_frames [N] (1-based frame numbers with a face), boxes
+    [T, 4] and face_prob [T] (NaN without a face), coarse_logits [N, 5], negative_logits [N, 4]
+    (NaN rows where the negative model was not needed: hard fusion, coarse label not Negative),
+    seconds per stage (decode, detect, align, classify).
+    """
+    import datasets
+    from preprocess.faces import select_face
+    from preprocess.pipeline import _batches
+    from preprocess.video import iter_frames
+
+    clock = _Clock()
+    coarse_model, negative_model = models
+    boxes, face_prob, face_frames = [], [], []
+    coarse_logits, negative_logits = [], []
+    pending = []
+
+    def classify(faces):
+        start = time.perf_counter()
+        coarse = coarse_model(faces)
+        negative = np.full((len(faces), len(NEGATIVE_CLASSES)), np.nan)
+        needed = (np.arange(len(faces)) if fusion == 'soft'
+                  else np.flatnonzero(np.argmax(coarse, axis=1) == COARSE_NEGATIVE))
+        if needed.size:
+            negative[needed] = negative_model([faces[i] for i in needed])
+        coarse_logits.append(coarse)
+        negative_logits.append(negative)
+        clock.add('classify', time.perf_counter() - start)
+
+    frame_index = 0
+    frames = clock.timed_iter(iter_frames(path), 'decode')
+    results = detector.map(_batches(frames, detect_batch))
+    try:
+        while True:
+            start = time.perf_counter()
+            decode_before = clock.seconds.get('decode', 0.0)
+            step = next(results, None)
+            # map() pulls frames from the decoder itself: that share is decoding, not detection.
+            clock.add('detect', time.perf_counter() - start
+                      - (clock.seconds.get('decode', 0.0) - decode_before))
+            if step is None:
+                break
+            batch, detections = step
+            start = time.perf_counter()
+            for frame, faces in zip(batch, detections):
+                frame_index += 1
+                face = select_face(faces, side=None, min_prob=geometry.min_prob)
+                if face is None:
+                    boxes.append((np.nan,) * 4)
+                    face_prob.append(np.nan)
+                    continue
+                boxes.append(tuple(face.box))
+                face_prob.append(face.prob)
+                face_frames.append(frame_index)
+                jpeg = encode_face(geometry.align(frame, face), jpeg_quality)
+                pending.append(datasets.load_image(io.BytesIO(jpeg)))
+            clock.add('align', time.perf_counter() - start)
+            if len(pending) >= classify_batch:
+                classify(pending)
+                pending = []
+            if progress is not None:
+                progress(len(batch))
+        if pending:
+            classify(pending)
+    finally:
+        results.close()
+        frames.close()
+    if frame_index == 0:
+        raise VideoDecodeError(f"{path}: ffmpeg decoded no frames")
+    no_rows = {'coarse_logits': len(COARSE_CLASSES), 'negative_logits': len(NEGATIVE_CLASSES)}
+    return {
+        'frames': frame_index,
+        'face_frames': np.asarray(face_frames, dtype=np.int64),
+        'boxes': np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        'face_prob': np.asarray(face_prob, dtype=np.float64),
+        'coarse_logits': (np.concatenate(coarse_logits) if coarse_logits
+                          else np.zeros((0, no_rows['coarse_logits']))),
+        'negative_logits': (np.concatenate(negative_logits) if negative_logits
+                            else np.zeros((0, no_rows['negative_logits']))),
+        'seconds': clock.seconds,
+    }
+
+
+def fuse_and_smooth(analysis, fusion='soft', window=0, alpha=0.5):
+    """(smoothed probabilities [N, 8] of the face frames, label of every frame [T]) by
+    smooth_predict's rules: fuse, smooth over frame numbers, argmax, fill faceless frames."""
+    from smooth_predict import fill_missing, fuse, smooth
+
+    probs = fuse(analysis['coarse_logits'], analysis['negative_logits'], fusion)
+    smoothed = smooth(probs, window, alpha, frames=analysis['face_frames'])
+    row_labels = np.argmax(smoothed, axis=1)
+    return smoothed, fill_missing(analysis['face_frames'], row_labels, analysis['frames'])
+
+
+def per_frame_probs(analysis, smoothed):
+    probs = np.full((analysis['frames'], len(ABAW_CLASSES)), np.nan)
+    probs[analysis['face_frames'] - 1] = smoothed
+    return probs
+
+
+def write_frame_csv(path, analysis, probs, labels, fps):
+    with atomic_open(path, 'w', encoding='utf-8', newline='') as f:
+        writer = csv.writer(f, lineterminator='\n')
+        writer.writerow(CSV_HEADER)
+        for index in range(analysis['frames']):
+            found = not np.isnan(analysis['face_prob'][index])
+            time_text = f"{index / fps:.3f}" if fps else ''
+            face = ([f"{v:.1f}" for v in analysis['boxes'][index]] + [f"{analysis['face_prob'][index]:.4f}"]
+                    if found else [''] * 5)
+            scores = [f"{p:.6f}" for p in probs[index]] if found else [''] * len(ABAW_CLASSES)
+            writer.writerow([index + 1, time_text, int(found)] + face + scores
+                            + [ABAW_CLASSES[labels[index]], int(labels[index])])
+
+
+def annotated_frames(path, boxes, labels):
+    """The decoded frames with the chosen face's box and the frame's label drawn on them."""
+    import cv2
+    from preprocess.video import iter_frames
+
+    for index, frame in enumerate(iter_frames(path)):
+        frame = frame.copy()
+        height = frame.shape[0]
+        scale = max(0.4, height / 600)
+        thickness = max(1, int(round(height / 300)))
+        name = ABAW_CLASSES[labels[index]] if index < len(labels) else '?'
+        box = boxes[index] if index < len(boxes) else (np.nan,) * 4
+        if not np.isnan(box[0]):
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 255, 0), thickness)
+            anchor = (max(0, x1), max(int(20 * scale), y1 - 6))
+            colour = (0, 255, 0)
+        else:
+            # No face in this frame: the label is the nearest face frame's, drawn in grey.
+            anchor, colour, name = (8, int(24 * scale) + 4), (200, 200, 200), name + ' (no face)'
+        cv2.putText(frame, name, anchor, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2,
+                    cv2.LINE_AA)
+        cv2.putText(frame, name, anchor, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
+                    cv2.LINE_AA)
+        yield frame
+
+
+def output_paths(out_dir, name, annotate):
+    paths = {'txt': os.path.join(out_dir, name + '.txt'),
+             'timeline': os.path.join(out_dir, name + '_timeline.png'),
+             'csv': os.path.join(out_dir, name + '.csv')}
+    if annotate:
+        paths['video'] = os.path.join(out_dir, name + '_annotated.mp4')
+    return paths
+
+
+def write_outputs(path, name, out_dir, analysis, fusion, window, alpha, annotate, fps):
+    from plots import plot_timeline
+    from preprocess.video import write_video
+
+    paths = output_paths(out_dir, name, annotate)
+    smoothed, labels = fuse_and_smooth(analysis, fusion, window, alpha)
+    probs = per_frame_probs(analysis, smoothed)
+    write_annotation(paths['txt'], labels)
+    plot_timeline(paths['timeline'], probs, labels,
+                  title=f"{name}: {fusion} fusion, K={window}, A={alpha:g}")
+    if annotate:
+        write_video(paths['video'], annotated_frames(path, analysis['boxes'], labels), fps=fps or 30)
+    # Last: its presence marks the video finished for the next run.
+    write_frame_csv(paths['csv'], analysis, probs, labels, fps)
+    return labels
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='predict_video.py',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Per-frame facial expressions (the 8 Aff-Wild2 classes) of a video, or of every\n'
+                    'video in a folder: frames, faces, the coarse and negative models, fusion and\n'
+                    'Smooth Predicting in one pass.',
+        epilog='weights:\n'
+               '  Without -coarse_weights / -negative_weights the models `make demo` trained are\n'
+               '  used: demo_work/train_{coarse,negative}/best.pdparams. A -*_cfg left out defaults\n'
+               '  to configs/demo_tiny.yaml for those, and to the paper\'s Swin-S,\n'
+               '  configs/swin_small_patch4_window7_224.yaml, for weights you give. Weights are\n'
+               '  .pdparams in any layout training writes, or a tools/export_model.py prefix.\n\n'
+               'outputs, per video, in -output:\n'
+               '  <video>.csv, <video>.txt (ABAW3 format), <video>_timeline.png and, with\n'
+               '  -annotate, <video>_annotated.mp4. Face settings default to those of\n'
+               '  `python -m preprocess`, so the results equal running it, `main_single_gpu.py\n'
+               '  -eval` for both models and smooth_predict.py one after the other.')
+    parser.add_argument('input', metavar='VIDEO_OR_FOLDER',
+                        help='a video file, or a folder searched recursively for videos')
+    parser.add_argument('-output', required=True, help='output folder (never inside the input folder)')
+    for kind in MODEL_KINDS:
+        parser.add_argument(f'-{kind}_cfg', help=f'YAML config of the {kind} model')
+        parser.add_argument(f'-{kind}_weights', help=f'{kind} model: .pdparams or exported prefix')
+    parser.add_argument('-window', type=int, default=0,
+                        help='Smooth Predicting window K in frames (0 = no smoothing)')
+    parser.add_argument('-alpha', type=float, default=0.5, help='weight A of the window mean')
+    parser.add_argument('-fusion', choices=('soft', 'hard'), default='soft',
+                        help='soft: probabilities (negative model on every face); hard: labels '
+                             '(negative model only where the coarse one says Negative)')
+    parser.add_argument('-device', choices=('cpu', 'gpu'), default='cpu',
+                        help='where the models and face detection run')
+    parser.add_argument('-annotate', action='store_true', help='also write <video>_annotated.mp4')
+    parser.add_argument('-workers', type=int, default=None,
+                        help='face detection worker processes (default: as python -m preprocess, '
+                             'one per core on cpu, 0 = in-process on gpu)')
+    parser.add_argument('-classify_batch', type=int, default=32, help='faces per model call')
+    parser.add_argument('-min_prob', type=float, default=ALIGNER_DEFAULTS['min_prob'],
+                        help='faces below this MTCNN probability are ignored')
+    parser.add_argument('-min_face_size', type=int, default=ALIGNER_DEFAULTS['min_face_size'],
+                        help='smallest face MTCNN looks for, in pixels')
+    parser.add_argument('-face_mode', choices=('align', 'crop'), default=ALIGNER_DEFAULTS['mode'],
+                        help='as --mode of python -m preprocess')
+    parser.add_argument('-face_size', type=int, default=ALIGNER_DEFAULTS['image_size'],
+                        help='side of the aligned face before the model transform (as --image_size)')
+    parser.add_argument('-jpeg_quality', type=int, default=JPEG_QUALITY,
+                        help='the aligned face goes through JPEG at this quality, as the face '
+                             'files of python -m preprocess do')
+    parser.add_argument('-overwrite', action='store_true', help='redo videos whose outputs exist')
+    return parser
+
+
+def _check_args(parser, args):
+    if args.window < 0:
+        parser.error(f"-window must be >= 0, got {args.window}")
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"-alpha must be in [0, 1], got {args.alpha}")
+    if args.workers is not None and args.workers < 0:
+        parser.error(f"-workers must be >= 0, got {args.workers}")
+    if args.classify_batch < 1:
+        parser.error(f"-classify_batch must be >= 1, got {args.classify_batch}")
+    if not 1 <= args.jpeg_quality <= 100:
+        parser.error(f"-jpeg_quality must be between 1 and 100, got {args.jpeg_quality}")
+
+
+def find_inputs(path):
+    """{output name: video path} for a file or a folder (recursive; stems must be unique)."""
+    if os.path.isfile(path):
+        return {os.path.splitext(os.path.basename(path))[0]: path}
+    if os.path.isdir(path):
+        videos = find_videos(path)
+        if not videos:
+            raise UsageError(f"{path}: no video files (looked for {' '.join(VIDEO_EXTENSIONS)})")
+        return videos
+    raise UsageError(f"{path}: no such file or folder")
+
+
+def _fps_text(frames, seconds):
+    return f"{frames / seconds:.1f}" if seconds > 0 else 'inf'
+
+
+def stage_report(frames, faces, seconds, wall):
+    parts = [f"{stage} {_fps_text(frames, seconds.get(stage, 0.0))}"
+             for stage in ('decode', 'detect', 'align', 'classify')]
+    classify = seconds.get('classify', 0.0)
+    return (f"{frames} frames, {faces} faces; frames/s end to end {_fps_text(frames, wall)}; "
+            f"per stage {', '.join(parts)} (classify {_fps_text(faces, classify)} faces/s)")
+
+
+def run(args):
+    videos = find_inputs(args.input)
+    if os.path.isdir(args.input) and _inside(args.output, args.input):
+        raise UsageError(f"-output {args.output} is inside the input folder {args.input}; "
+                         "inputs are never written to: choose another folder")
+    specs = {kind: resolve_model(kind, getattr(args, f'{kind}_cfg'), getattr(args, f'{kind}_weights'))
+             for kind in MODEL_KINDS}
+    check_writable_dir(args.output, '-output')
+
+    # Heavy imports only once the arguments are known to be good, so mistakes are reported fast.
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm import tqdm
+
+    from preprocess.pipeline import Detector, clean_stale_temporaries
+    from preprocess.video import probe_frame_count
+
+    clean_stale_temporaries(args.output)  # what a killed run left never looks finished
+
+    models = []
+    for kind in MODEL_KINDS:
+        cfg, weights, source = specs[kind]
+        log.info("%s model: %s (%s), config %s", kind, weights, source, cfg)
+        models.append(Model(kind, cfg, weights, 'gpu' if args.device == 'gpu' else 'cpu'))
+
+    torch_device = 'cuda' if args.device == 'gpu' else 'cpu'
+    workers = args.workers
+    if workers is None:
+        workers = 0 if torch_device == 'cuda' else (os.cpu_count() or 1)
+    aligner_kwargs = dict(device=torch_device, mode=args.face_mode, image_size=args.face_size,
+                          min_prob=args.min_prob, min_face_size=args.min_face_size)
+    log.info("%d video(s); fusion %s, K=%d, A=%g; face detection on %s, %d worker process(es)",
+             len(videos), args.fusion, args.window, args.alpha, torch_device, workers)
+
+    done, skipped, no_face, failures = [], [], [], []
+    totals = {'frames': 0, 'faces': 0, 'wall': 0.0, 'seconds': {}}
+    with Detector(aligner_kwargs, workers=workers) as detector:
+        geometry = detector.aligner or FaceAligner(**detector.aligner_kwargs)
+        overall = tqdm(videos.items(), desc='videos', unit='video', position=0,
+                       disable=len(videos) < 2)
+        for name, path in overall:
+            paths = output_paths(args.output, name, args.annotate)
+            if not args.overwrite and all(os.path.isfile(p) for p in paths.values()):
+                skipped.append(name)
+                continue
+            started = time.perf_counter()
+            try:
+                total = probe_frame_count(path)
+                fps = probe_frame_rate(path)
+                if fps is None:
+                    tqdm.write(f"warning: {path}: no frame rate found; the time column is empty",
+                               file=sys.stderr)
+                with tqdm(total=total or None, desc=name[:40], unit='frame', position=1,
+                          leave=False) as bar:
+                    analysis = analyse_video(path, detector, geometry, models, args.fusion,
+                                             args.classify_batch, jpeg_quality=args.jpeg_quality,
+                                             progress=bar.update)
+                write_outputs(path, name, args.output, analysis, args.fusion, args.window,
+                              args.alpha, args.annotate, fps)
+            except VideoDecodeError as err:
+                failures.append(f"{name}: {err}")
+                continue
+            except BrokenProcessPool as err:
+                failures.append(f"{name}: a detection worker died ({err}); restarting workers")
+                detector.restart()
+                continue
+            except (OSError, ValueError, RuntimeError) as err:
+                failures.append(f"{name}: {type(err).__name__}: {err}")
+                continue
+            wall = time.perf_counter() - started
+            faces = int(analysis['face_frames'].size)
+            if faces == 0:
+                no_face.append(name)
+            totals['frames'] += analysis['frames']
+            totals['faces'] += faces
+            totals['wall'] += wall
+            for stage, seconds in analysis['seconds'].items():
+                totals['seconds'][stage] = totals['seconds'].get(stage, 0.0) + seconds
+            done.append({'name': name, 'frames': analysis['frames'], 'faces': faces,
+                         'seconds': analysis['seconds'], 'wall': wall})
+            tqdm.write(f"{name}: {stage_report(analysis['frames'], faces, analysis['seconds'], wall)}",
+                       file=sys.stderr)
+        overall.close()
+
+    log.info("done: %d video(s) written to %s, %d already finished, %d failed",
+             len(done), args.output, len(skipped), len(failures))
+    if done:
+        log.info("all videos: %s", stage_report(totals['frames'], totals['faces'],
+                                                totals['seconds'], totals['wall']))
+    for name in no_face:
+        log.warning("%s: no face found in any frame; every frame is labelled Neutral", name)
+    for failure in failures:
+        log.error("failed: %s", failure)
+    return {'done': done, 'skipped': skipped, 'no_face': no_face, 'failures': failures,
+            'totals': totals}
+
+
+class _LevelPrefix(logging.Formatter):
+    def format(self, record):
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def main(argv=None):
+    """Command-line entry; returns the exit code (1 when a video failed)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelPrefix('%(message)s'))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        result = run(args)
+    except UsageError as err:
+        raise SystemExit(f"error: {err}") from None
+    except ValueError as err:  # config / checkpoint errors: CheckpointError, PredictorError, yacs
+        raise SystemExit(f"error: {type(err).__name__}: {err}") from None
+    return 1 if result['failures'] else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

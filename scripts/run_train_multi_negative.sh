@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Train the negative Swin-S model (all GPUs in $GPUS, or $NPROC CPU processes).
+# Environment: DATA_FOLDER ANNO_FOLDER PRETRAINED GPUS BATCH_SIZE OUTPUT (see run_abaw.sh); extra flags pass through.
+exec "$(dirname "${BASH_SOURCE[0]}")/run_abaw.sh" train multi negative "$@"

@@ -1,0 +1,276 @@
+"""Training/evaluation engine: resume equivalence, checkpoints, predictions, metrics, failures."""
+import json
+import os
+import random
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+import engine
+import labels
+from conftest import make_abaw_tree
+
+
+def configured(base, output, **changes):
+    cfg = base.clone()
+    cfg.defrost()
+    cfg.SAVE = str(output)
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, leaf = dotted.split('.')
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    cfg.freeze()
+    return cfg
+
+
+def model_weights(path):
+    state = paddle.load(path, return_numpy=True)
+    return state['model'], state
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, tiny_config):
+    """Kill after epoch 1 (simulated: only epoch 1's checkpoint survives), `-resume auto`: the final
+    weights, optimizer, EMA and scheduler equal those of the uninterrupted run. EMA, gradient
+    accumulation and mixup/cutmix are on so their state and randomness are covered too."""
+    changes = {'TRAIN.NUM_EPOCHS': 3, 'TRAIN.MODEL_EMA': True, 'TRAIN.MODEL_EMA_DECAY': 0.9,
+               'TRAIN.ACCUM_ITER': 2, 'TRAIN.MIXUP_PROB': 1.0, 'TRAIN.CUTMIX_ALPHA': 1.0,
+               'MODEL.DROPPATH': 0.1}
+    full = configured(tiny_config, tmp_path / 'full', **changes)
+    engine.run(full)
+    resumed_dir = tmp_path / 'resumed'
+    resumed_dir.mkdir()
+    (epoch1,) = (tmp_path / 'full').glob('Epoch-1-Loss-*.pdparams')
+    shutil.copy(epoch1, resumed_dir)
+    # A half-written temporary file from the kill must be ignored.
+    (resumed_dir / '.last.abc.tmp.pdparams').write_bytes(b'garbage')
+    result = engine.run(configured(tiny_config, resumed_dir, **{**changes, 'MODEL.RESUME': 'auto'}))
+
+    a, a_state = model_weights(str(tmp_path / 'full' / 'last.pdparams'))
+    b, b_state = model_weights(str(resumed_dir / 'last.pdparams'))
+    assert a_state['epoch'] == b_state['epoch'] == 3
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+    for key in a_state['model_ema']:
+        np.testing.assert_allclose(a_state['model_ema'][key], b_state['model_ema'][key], atol=1e-6)
+    assert a_state['lr_scheduler'] == b_state['lr_scheduler']
+    history = json.load(open(resumed_dir / 'history.json'))
+    assert [h['epoch'] for h in history] == [2, 3]
+    assert result['weights_sha256']
+
+
+def test_checkpoint_layout_history_and_best(tmp_path, tiny_config):
+    out = tmp_path / 'run'
+    engine.run(configured(tiny_config, out, **{'TRAIN.NUM_EPOCHS': 2}))
+    names = sorted(os.listdir(out))
+    assert 'best.pdparams' in names and 'last.pdparams' in names and 'history.json' in names
+    assert sum(n.startswith('Epoch-') for n in names) == 2
+    assert not any(n.startswith('.') for n in names)  # no temporary files left behind
+    _, state = model_weights(str(out / 'last.pdparams'))
+    assert {'model', 'optimizer', 'epoch', 'lr_scheduler'} <= set(state)
+    assert 'model_ema' not in state and 'amp_grad_scaler' not in state
+    history = json.load(open(out / 'history.json'))
+    assert [h['epoch'] for h in history] == [1, 2]
+    for h in history:
+        assert set(h['val_per_class_f1']) == set(labels.COARSE_CLASSES)
+        assert 0 <= h['val_macro_f1'] <= 1 and h['lr'] >= 0 and h['train_loss'] > 0
+    best = json.load(open(out / 'best.json'))
+    assert best['macro_f1'] == max(h['val_macro_f1'] for h in history)
+    _, best_state = model_weights(str(out / 'best.pdparams'))
+    assert best_state['epoch'] == best['epoch']
+
+
+def test_eval_predictions_cover_every_frame(tmp_path, tiny_config, abaw_small):
+    train_dir = tmp_path / 'train'
+    engine.run(configured(tiny_config, train_dir, **{'TRAIN.NUM_EPOCHS': 1}))
+    ckpt = str(train_dir / 'last.pdparams')
+    # The coarse checkpoint evaluated as a negative model is refused (class count).
+    neg = configured(tiny_config, tmp_path / 'bad', **{'EVAL': True, 'MODEL.PRETRAINED': ckpt,
+                                                       'DATA.CLASS_TYPE': 'negative', 'MODEL.NUM_CLASSES': 4})
+    with pytest.raises(ValueError, match='5 classes but the model has 4'):
+        engine.run(neg)
+
+    out = tmp_path / 'eval'
+    engine.run(configured(tiny_config, out, **{'EVAL': True, 'MODEL.PRETRAINED': ckpt,
+                                                'DATA.BATCH_SIZE_EVAL': 5}))
+    pred = np.load(out / 'predictions.npz')
+    on_disk = sorted(f"{v}/{n}" for v in abaw_small['val']
+                     for n in os.listdir(os.path.join(abaw_small['data_folder'], v)))
+    assert list(pred['paths']) == on_disk
+    assert pred['logits'].dtype == np.float32 and pred['logits'].shape == (len(on_disk), 5)
+    assert list(pred['class_names']) == list(labels.COARSE_CLASSES) and str(pred['class_type']) == 'coarse'
+    expected = []
+    for path in on_disk:
+        video, name = path.split('/')
+        abaw = abaw_small['val'][video][int(name[:5]) - 1]
+        expected.append(labels.map_label(abaw, 'coarse'))
+    assert list(pred['labels']) == expected
+    metrics = json.load(open(out / 'metrics.json'))
+    assert metrics['frames'] == len(on_disk)
+    assert metrics['labelled_frames'] == sum(1 for e in expected if e >= 0)
+    mask = pred['labels'] >= 0
+    acc = float((pred['logits'][mask].argmax(1) == pred['labels'][mask]).mean())
+    assert abs(metrics['scores']['accuracy'] - acc) < 1e-9
+
+    # Test-set mode: no annotations -> every face image of every video folder, labels -1.
+    test_out = tmp_path / 'test_eval'
+    engine.run(configured(tiny_config, test_out, **{'EVAL': True, 'MODEL.PRETRAINED': ckpt,
+                                                     'DATA.ANNO_FOLDER': ''}))
+    pred = np.load(test_out / 'predictions.npz')
+    all_videos = list(abaw_small['train']) + list(abaw_small['val'])
+    n_images = sum(len(os.listdir(os.path.join(abaw_small['data_folder'], v))) for v in all_videos)
+    assert len(pred['paths']) == len(set(pred['paths'])) == n_images
+    assert (pred['labels'] == -1).all()
+    assert json.load(open(test_out / 'metrics.json'))['scores'] is None
+
+
+class NaNAfter(paddle.nn.Layer):
+    """Wraps a model; its training forward returns NaN logits from the `after`-th call on."""
+
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, x):
+        out = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.after:
+                out = out * float('nan')
+        return out
+
+
+def test_nonfinite_loss_stops_naming_step_and_keeps_last_good(tmp_path, tiny_config, monkeypatch):
+    import swin_transformer
+    real_build = swin_transformer.build_swin
+    steps_per_epoch = 7  # 52 coarse training frames in abaw_small / batch 8
+    monkeypatch.setattr(swin_transformer, 'build_swin',
+                        lambda cfg: NaNAfter(real_build(cfg), after=steps_per_epoch + 3))
+    out = tmp_path / 'nan'
+    with pytest.raises(engine.NonFiniteLossError, match=r'epoch 2 step 3/7 \(global step 10\).*last\.pdparams'):
+        engine.run(configured(tiny_config, out, **{'TRAIN.NUM_EPOCHS': 3}))
+    _, state = model_weights(str(out / 'last.pdparams'))
+    assert state['epoch'] == 1
+    assert all(np.isfinite(v).all() for v in state['model'].values())
+
+
+def test_cli_bad_inputs_give_one_clear_line(tmp_path, tiny_cfg_file, abaw_small, capsys):
+    base = ['-cfg', tiny_cfg_file, '-data_folder', abaw_small['data_folder'],
+            '-anno_folder', abaw_small['anno_folder'], '-device', 'cpu']
+    cases = [
+        (['-class_type', 'fine', '-output', str(tmp_path / 'o1')], "unknown class_type 'fine'"),
+        (['-class_type', 'coarse', '-output', str(tmp_path / 'o2'), '-data_folder', str(tmp_path / 'none')],
+         'does not exist'),
+        (['-class_type', 'coarse', '-output', str(tmp_path / 'o3'), '-anno_folder', str(tmp_path / 'none')],
+         'does not exist'),
+        (['-class_type', 'coarse', '-output', str(tmp_path / 'o4'), '-resume', str(tmp_path / 'x.pdparams')],
+         'x.pdparams'),
+        (['-class_type', 'coarse', '-output', str(tmp_path / 'o5'), '-eval'], '-eval needs -pretrained'),
+    ]
+    for extra, message in cases:
+        assert engine.main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('error') and message in err[0], err
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    with pytest.raises(SystemExit, match='-output .*cannot write'):
+        engine.main(base + ['-class_type', 'coarse', '-output', str(blocker / 'sub')])
+
+
+def test_corrupt_training_image_names_file_or_is_skipped(tmp_path, tiny_config, abaw_small):
+    data = tmp_path / 'data'
+    shutil.copytree(abaw_small['data_folder'], data / 'aligned')
+    bad = data / 'aligned' / 'vid_a' / '00003.jpg'
+    bad.write_bytes(bad.read_bytes()[:200])
+    cfg = configured(tiny_config, tmp_path / 'strict', **{'DATA.DATA_FOLDER': str(data / 'aligned'),
+                                                          'TRAIN.NUM_EPOCHS': 1})
+    with pytest.raises(engine.datasets.BadImageError, match='vid_a/00003.jpg'):
+        engine.run(cfg)
+    lenient = configured(cfg, tmp_path / 'lenient', **{'DATA.SKIP_BAD_IMAGES': True})
+    engine.run(lenient)
+    history = json.load(open(tmp_path / 'lenient' / 'history.json'))
+    assert history[0]['skipped_bad_images'] == 1
+
+
+def test_amp_on_cpu_is_ignored_with_one_log_line(tmp_path, tiny_config, capsys):
+    engine.run(configured(tiny_config, tmp_path / 'amp', **{'AMP': True, 'TRAIN.NUM_EPOCHS': 1}))
+    out = capsys.readouterr().out
+    assert out.count('-amp: ignored on CPU') == 1
+    _, state = model_weights(str(tmp_path / 'amp' / 'last.pdparams'))
+    assert 'amp_grad_scaler' not in state
+
+
+def test_schedule_and_weight_decay_groups(tiny_config):
+    sched = engine.WarmupCosine(1.0, 0.1, 0.0, warmup_epochs=2, total_epochs=6, steps_per_epoch=4)
+    lrs = []
+    for _ in range(25):
+        lrs.append(sched.get_lr())
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1)
+    assert lrs[4] == pytest.approx(0.55)    # epoch 1.0: halfway through warm-up
+    assert lrs[8] == pytest.approx(1.0)     # end of warm-up
+    assert lrs[16] == pytest.approx(0.5)    # epoch 4: halfway through the cosine
+    assert lrs[24] == pytest.approx(0.0, abs=1e-12)
+    import swin_transformer
+    model = swin_transformer.build_swin(tiny_config)
+    no_decay = [n for n, p in model.named_parameters() if engine._no_weight_decay(n, p)]
+    assert any('relative_position_bias_table' in n for n in no_decay)
+    assert any(n.endswith('.bias') for n in no_decay) and any('norm' in n for n in no_decay)
+    assert not any(n.endswith('qkv.weight') for n in no_decay)
+    scaled = engine.scaled_learning_rates(configured(tiny_config, '/tmp', **{'TRAIN.LINEAR_SCALED_LR': 512,
+                                                                          'TRAIN.ACCUM_ITER': 2}), 4)
+    assert scaled[0] == pytest.approx(tiny_config.TRAIN.BASE_LR * 8 * 2 * 4 / 512)
+
+
+def test_distributed_sampler_pads_and_splits():
+    ranks = [engine.EpochBatchSampler(13, 4, r, 2, shuffle=True, seed=1) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(3)
+    seen = [i for s in ranks for batch in s for i in batch]
+    assert len(seen) == 14 and set(seen) == set(range(13))
+    again = engine.EpochBatchSampler(13, 4, 0, 2, shuffle=True, seed=1)
+    again.set_epoch(3)
+    assert list(again) == list(ranks[0])
+    again.set_epoch(4)
+    assert list(again) != list(ranks[0])
+
+
+@pytest.fixture(scope='module')
+def learnable_data(tmp_path_factory):
+    rng = random.Random(1)
+    abaw_classes = [0, 4, 6, 7, 1]  # one ABAW label per coarse class
+    train = {f't{i:02d}': [rng.choice(abaw_classes) for _ in range(40)] for i in range(14)}
+    val = {f'v{i}': [rng.choice(abaw_classes) for _ in range(40)] for i in range(3)}
+    return make_abaw_tree(str(tmp_path_factory.mktemp('learnable')), train, val)
+
+
+def test_tiny_model_learns_visible_class_signal(tmp_path, tiny_config, learnable_data):
+    """Full training pipeline (augmentation, smoothing, AdamW, warm-up + cosine) on generated faces
+    whose coarse class is a visible texture: macro F1 must exceed 0.9 (about 30 s on 2 CPU cores)."""
+    data_folder, anno_folder = learnable_data
+    cfg = configured(tiny_config, tmp_path / 'learn', **{
+        'DATA.DATA_FOLDER': data_folder, 'DATA.ANNO_FOLDER': anno_folder, 'DATA.BATCH_SIZE': 16,
+        'TRAIN.NUM_EPOCHS': 10, 'TRAIN.BASE_LR': 3e-3, 'SAVE_FREQ': 100})
+    result = engine.run(cfg)
+    print('learnability macro F1', result['last_scores']['macro_f1'])
+    assert result['last_scores']['macro_f1'] > 0.9
+
+
+def test_resume_auto_picks_newest_complete_checkpoint(tmp_path):
+    import logging
+    logger = logging.getLogger('test_resume_auto')
+    assert engine.find_resume_checkpoint(str(tmp_path), logger) is None
+    for name, epoch in (('Epoch-1-Loss-1.0000.pdparams', 1), ('last.pdparams', 2), ('best.pdparams', 1)):
+        engine.save_checkpoint(str(tmp_path / name), {'model': {}, 'epoch': epoch})
+    assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')
+    engine.save_checkpoint(str(tmp_path / 'Epoch-2-Loss-0.9000.pdparams'), {'model': {}, 'epoch': 2})
+    assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')  # tie: last
+    # A newer periodic file that was cut short (e.g. disk full) is skipped, not trusted.
+    (tmp_path / 'Epoch-3-Loss-0.8000.pdparams').write_bytes(b'\x80\x04truncated')
+    (tmp_path / '.last.x1.tmp.pdparams').write_bytes(b'partial')
+    assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')
+    (tmp_path / 'last.pdparams').write_bytes(b'junk')
+    assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('Epoch-2-Loss-0.9000.pdparams')

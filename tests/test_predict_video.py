@@ -1,0 +1,207 @@
+"""predict_video.py: one row and one label per frame, and the same results as running
+`python -m preprocess`, `main_single_gpu.py -eval` (both models) and `smooth_predict.py` one
+after the other on the same clip.
+
+The clip is skimage's astronaut (a real face, so MTCNN finds it) with grey faceless frames; the
+models are tiny random-weight Swins saved as .pdparams, nothing is trained.
+"""
+import csv
+import os
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+
+from synthetic_video import write_face_clip  # noqa: E402
+
+import engine  # noqa: E402
+import predict_video  # noqa: E402
+import smooth_predict  # noqa: E402
+from config import get_config, update_config  # noqa: E402
+from labels import ABAW_CLASSES, read_annotation  # noqa: E402
+from preprocess import cli  # noqa: E402
+from preprocess.video import extract_frames, probe_frame_count  # noqa: E402
+from swin_transformer import build_swin  # noqa: E402
+
+HAS_FACE = [1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]
+WINDOW, ALPHA = 2, 0.5
+
+
+def _save_random_model(cfg_file, class_type, path, seed):
+    import argparse
+    paddle.seed(seed)
+    config = update_config(get_config(cfg_file), argparse.Namespace(class_type=class_type))
+    model = build_swin(config)
+    # A random head gives near-identical logits for any face; a wider one makes labels differ
+    # between frames and the 1e-4 comparison meaningful.
+    model.fc.weight.set_value(model.fc.weight.numpy() * 50.0)
+    paddle.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def clip(tmp_path_factory, tiny_cfg_file):
+    root = tmp_path_factory.mktemp('predict_video')
+    videos = root / 'videos'
+    videos.mkdir()
+    video = videos / 'clip.mp4'
+    write_face_clip(video, HAS_FACE)
+    weights = {kind: _save_random_model(tiny_cfg_file, kind, str(root / f'{kind}.pdparams'), seed)
+               for seed, kind in enumerate(('coarse', 'negative'), start=1)}
+    return {'root': root, 'videos': videos, 'video': video, 'cfg': tiny_cfg_file, 'weights': weights}
+
+
+def _model_flags(clip):
+    return ['-coarse_cfg', clip['cfg'], '-coarse_weights', clip['weights']['coarse'],
+            '-negative_cfg', clip['cfg'], '-negative_weights', clip['weights']['negative']]
+
+
+def _read_csv(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope='module')
+def predicted(clip):
+    out = clip['root'] / 'predicted'
+    code = predict_video.main([str(clip['video']), '-output', str(out), '-workers', '0',
+                               '-window', str(WINDOW), '-alpha', str(ALPHA), '-annotate']
+                              + _model_flags(clip))
+    assert code == 0
+    return out
+
+
+def test_one_row_and_one_label_per_frame(clip, predicted):
+    frames = probe_frame_count(clip['video'])
+    assert frames == len(HAS_FACE)
+    rows = _read_csv(predicted / 'clip.csv')
+    labels = read_annotation(predicted / 'clip.txt')
+    assert len(rows) == len(labels) == frames
+    assert [int(row['frame']) for row in rows] == list(range(1, frames + 1))
+    assert [int(row['face']) for row in rows] == HAS_FACE
+    assert float(rows[1]['time']) == pytest.approx(1 / 25, abs=1e-3)
+    for row, label in zip(rows, labels):
+        assert row['label'] == ABAW_CLASSES[label] and int(row['label_id']) == label
+        probs = [row[name] for name in ABAW_CLASSES]
+        if row['face'] == '1':
+            x1, y1, x2, y2 = (float(row[k]) for k in ('x1', 'y1', 'x2', 'y2'))
+            assert 0 <= x1 < x2 <= 320 and 0 <= y1 < y2 <= 240
+            assert sum(map(float, probs)) == pytest.approx(1.0, abs=1e-5)
+        else:
+            assert probs == [''] * len(ABAW_CLASSES) and row['x1'] == ''
+    assert os.path.getsize(predicted / 'clip_timeline.png') > 0
+    assert probe_frame_count(predicted / 'clip_annotated.mp4') == frames
+    assert not [n for n in os.listdir(predicted) if n.startswith('.')]  # no temporary left
+
+
+@pytest.fixture(scope='module')
+def separate_steps(clip):
+    """`python -m preprocess`, then -eval of both models on its faces, as a user would run them."""
+    root = clip['root']
+    faces = root / 'aligned'
+    assert cli.main([str(clip['videos']), str(faces), '--workers', '0']) == 0
+    video_list = root / 'videos.txt'
+    video_list.write_text('clip\n')
+    for kind in ('coarse', 'negative'):
+        assert engine.main(['-cfg', clip['cfg'], '-class_type', kind, '-eval', '-device', 'cpu',
+                            '-pretrained', clip['weights'][kind], '-data_folder', str(faces),
+                            '-video_list', str(video_list), '-output', str(root / f'eval_{kind}')]) == 0
+    # Every decoded frame, so smooth_predict knows the clip's length (faces alone end earlier).
+    all_frames = root / 'frames'
+    extract_frames(clip['video'], all_frames / 'clip')
+    npz = {kind: str(root / f'eval_{kind}' / 'predictions.npz') for kind in ('coarse', 'negative')}
+    return {'faces': faces, 'all_frames': all_frames, 'npz': npz}
+
+
+def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicted, separate_steps):
+    root = clip['root']
+    faces, all_frames, npz = (separate_steps[k] for k in ('faces', 'all_frames', 'npz'))
+    separate = root / 'separate'
+    npz = {kind: str(root / f'eval_{kind}' / 'predictions.npz') for kind in ('coarse', 'negative')}
+    smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
+                         '-frames_folder', str(all_frames), '-window', str(WINDOW),
+                         '-alpha', str(ALPHA), '-fusion', 'soft', '-plot', '0'])
+
+    assert (predicted / 'clip.txt').read_bytes() == (separate / 'clip.txt').read_bytes()
+    labels = read_annotation(separate / 'clip.txt')
+    assert len(set(labels)) > 1  # the comparison would be weak if every frame had one label
+
+    table = smooth_predict.build_video_table(smooth_predict.load_predictions(npz['coarse'], 'coarse'),
+                                             smooth_predict.load_predictions(npz['negative'], 'negative'),
+                                             'soft', frames_folder=str(all_frames))
+    smoothed = table.window_means(max_window=WINDOW).smooth(WINDOW, ALPHA)
+    rows = _read_csv(predicted / 'clip.csv')
+    face_rows = [row for row in rows if row['face'] == '1']
+    assert [int(row['frame']) for row in face_rows] == table.frames.tolist()
+    ours = np.array([[float(row[name]) for name in ABAW_CLASSES] for row in face_rows])
+    np.testing.assert_allclose(ours, smoothed, atol=1e-4, rtol=0)
+
+    # Face crops byte-identical to the files python -m preprocess wrote: same alignment, same JPEG.
+    from preprocess.faces import FaceAligner, select_face
+    from preprocess.video import iter_frames
+    aligner = FaceAligner('cpu')
+    frame = next(iter_frames(clip['video']))
+    face = select_face(aligner.detect_batch([frame])[0], min_prob=aligner.min_prob)
+    assert predict_video.encode_face(aligner.align(frame, face)) == (faces / 'clip' / '00001.jpg').read_bytes()
+
+
+def test_hard_fusion_equals_smooth_predict(clip, separate_steps):
+    # Hard fusion runs the negative model only where the coarse one says Negative; the labels
+    # must still be those of smooth_predict's hard fusion over both models' full -eval outputs.
+    root = clip['root']
+    npz = separate_steps['npz']
+    ours = root / 'predicted_hard'
+    assert predict_video.main([str(clip['video']), '-output', str(ours), '-workers', '0',
+                               '-fusion', 'hard', '-window', str(WINDOW), '-alpha', str(ALPHA)]
+                              + _model_flags(clip)) == 0
+    separate = root / 'separate_hard'
+    smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
+                         '-frames_folder', str(separate_steps['all_frames']), '-window', str(WINDOW),
+                         '-alpha', str(ALPHA), '-fusion', 'hard', '-plot', '0'])
+    assert (ours / 'clip.txt').read_bytes() == (separate / 'clip.txt').read_bytes()
+
+
+def test_folder_reports_bad_and_faceless_videos_and_goes_on(clip, tmp_path):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    write_face_clip(folder / 'good.mp4', [1, 0, 1])
+    write_face_clip(folder / 'empty.mp4', [0, 0, 0, 0])
+    (folder / 'broken.mp4').write_bytes(b'not a video at all')
+    out = tmp_path / 'out'
+    args = [str(folder), '-output', str(out), '-workers', '0'] + _model_flags(clip)
+    result = predict_video.run(predict_video.build_parser().parse_args(args))
+    assert [f.split(':')[0] for f in result['failures']] == ['broken']
+    assert 'broken.mp4' in result['failures'][0]
+    assert sorted(v['name'] for v in result['done']) == ['empty', 'good']
+    assert result['no_face'] == ['empty']
+    assert read_annotation(out / 'empty.txt') == [0] * 4
+    assert [int(r['face']) for r in _read_csv(out / 'good.csv')] == [1, 0, 1]
+    assert not (out / 'broken.csv').exists()
+    assert predict_video.main(args) == 1  # the broken file still fails; the others are skipped
+    assert sorted(os.listdir(folder)) == ['broken.mp4', 'empty.mp4', 'good.mp4']  # input untouched
+
+
+def test_resume_skips_finished_videos(clip, predicted):
+    args = [str(clip['video']), '-output', str(predicted), '-workers', '0'] + _model_flags(clip)
+    result = predict_video.run(predict_video.build_parser().parse_args(args))
+    assert result['skipped'] == ['clip'] and result['done'] == []
+
+
+def test_clear_errors_for_missing_weights_and_bad_flags(clip, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(predict_video, 'DEMO_WORK', str(tmp_path / 'no_demo'))
+    with pytest.raises(SystemExit, match='make demo'):
+        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o')])
+    with pytest.raises(SystemExit, match='-coarse_weights .*missing.pdparams: file not found'):
+        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'),
+                            '-coarse_weights', str(tmp_path / 'missing.pdparams')])
+    with pytest.raises(SystemExit, match='inside the input folder'):
+        predict_video.main([str(clip['videos']), '-output', str(clip['videos'] / 'out')]
+                           + _model_flags(clip))
+    with pytest.raises(SystemExit):
+        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'), '-alpha', '2'])
+    assert '-alpha must be in [0, 1]' in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()

@@ -1,0 +1,273 @@
+"""preprocess: FFmpeg decoding, MTCNN detection + alignment, the resumable `python -m preprocess` run.
+
+Videos are generated from skimage's astronaut photo (a real face) at 320x240 to keep MTCNN fast.
+"""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import ffmpeg
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+
+from synthetic_video import face_frames, write_face_clip, write_two_face_clip  # noqa: E402
+
+from fileio import is_temporary  # noqa: E402
+from preprocess import cli, pipeline  # noqa: E402
+from preprocess.faces import ALIGN_TEMPLATE, FaceAligner, select_face  # noqa: E402
+from preprocess.video import (VideoDecodeError, extract_frames, ffmpeg_exe,  # noqa: E402
+                              iter_frames, probe_frame_count, write_video)
+
+HEADER = 'Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n'
+
+
+@pytest.fixture(scope='module')
+def aligner():
+    return FaceAligner('cpu')
+
+
+def read_csv(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def jpgs(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith('.jpg'))
+
+
+def run_cli(args, capsys):
+    code = cli.main([str(arg) for arg in args] + ['--workers', '0'])
+    return code, capsys.readouterr().err
+
+
+# ---- video.py ------------------------------------------------------------------------------------
+
+def test_every_decoded_frame_in_order(tmp_path):
+    levels = [10, 60, 110, 160, 210, 30, 230]
+    frames = [np.full((50, 66, 3), level, np.uint8) for level in levels]
+    # An odd frame size and a frame rate that no default resampling would keep.
+    video = tmp_path / 'ramp.mkv'
+    assert write_video(video, frames, fps=7) == len(levels)
+    decoded = list(iter_frames(video))
+    assert len(decoded) == len(levels) == probe_frame_count(video)
+    assert decoded[0].shape == (50, 66, 3) and decoded[0].dtype == np.uint8
+    np.testing.assert_allclose([frame.mean() for frame in decoded], levels, atol=4)
+
+    count = extract_frames(video, tmp_path / 'frames', quality=3)
+    assert count == len(levels)
+    names = jpgs(tmp_path / 'frames')
+    assert names == [f'{i:05d}.jpg' for i in range(1, len(levels) + 1)]
+    means = [cv2.imread(str(tmp_path / 'frames' / name)).mean() for name in names]
+    np.testing.assert_allclose(means, levels, atol=5)
+
+
+def test_variable_frame_rate_is_not_resampled(tmp_path):
+    # Gaps between timestamps grow after frame 3; FFmpeg's default constant-rate output to an image
+    # sequence would duplicate frames into the gaps (41 images here instead of 7).
+    levels = [10, 50, 90, 130, 170, 210, 250]
+    write_video(tmp_path / 'cfr.mp4', [np.full((48, 64, 3), level, np.uint8) for level in levels], fps=25)
+    stream = (ffmpeg.input(str(tmp_path / 'cfr.mp4'))
+              .output(str(tmp_path / 'vfr.mkv'), vf="setpts='(N+if(gte(N,3),N*5,0))/(25*TB)'",
+                      fps_mode='passthrough', vcodec='libx264'))
+    subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_exe()) + ['-v', 'error'], check=True)
+    decoded = list(iter_frames(tmp_path / 'vfr.mkv'))
+    np.testing.assert_allclose([frame.mean() for frame in decoded], levels, atol=4)
+    assert extract_frames(tmp_path / 'vfr.mkv', tmp_path / 'frames') == len(levels)
+    assert len(jpgs(tmp_path / 'frames')) == len(levels)
+
+
+def test_undecodable_video_raises_naming_file(tmp_path):
+    bad = tmp_path / 'garbage.mp4'
+    bad.write_bytes(b'\x00not a video' * 50)
+    with pytest.raises(VideoDecodeError, match='garbage.mp4'):
+        list(iter_frames(bad))
+    with pytest.raises(VideoDecodeError, match='garbage.mp4'):
+        probe_frame_count(bad)
+    assert not (tmp_path / 'out').exists()
+    with pytest.raises(VideoDecodeError, match='garbage.mp4'):
+        extract_frames(bad, tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()
+
+
+# ---- faces.py ------------------------------------------------------------------------------------
+
+def test_alignment_levels_eyes_and_centres_face(aligner):
+    upright = face_frames([True], width=320, height=240)[0]
+    tilted = cv2.warpAffine(upright, cv2.getRotationMatrix2D((160, 120), 25, 1.0), (320, 240),
+                            borderValue=(90, 90, 90))
+    detections = aligner.detect_batch([upright, tilted, np.full_like(upright, 90)])
+    assert len(detections) == 3 and detections[2] == []
+    tilted_face = select_face(detections[1], min_prob=0.9)
+    left_eye, right_eye = tilted_face.landmarks[:2]
+    roll = np.degrees(np.arctan2(right_eye[1] - left_eye[1], right_eye[0] - left_eye[0]))
+    assert abs(roll) > 15, 'the test frame should really be tilted'
+
+    crop = aligner.align(tilted, tilted_face)
+    assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+    # Detect again in the aligned crop: eyes now level and where the template puts them.
+    again = select_face(aligner.detect_batch([crop])[0], min_prob=0.9)
+    assert again is not None
+    eyes = again.landmarks[:2]
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 6
+    np.testing.assert_allclose(eyes, ALIGN_TEMPLATE[:2] * 224, atol=12)
+
+    box_crop = FaceAligner('cpu', mode='crop').align(upright, select_face(detections[0]))
+    assert box_crop.shape == (224, 224, 3)
+
+
+# ---- the command -----------------------------------------------------------------------------
+
+def test_cli_faces_blank_frames_and_undecodable(tmp_path, capsys):
+    videos, out = tmp_path / 'videos', tmp_path / 'out'
+    videos.mkdir()
+    has_face = [True, True, False, True, False, True]
+    write_face_clip(videos / 'clip.mp4', has_face)
+    (videos / 'broken.avi').write_bytes(b'\x00' * 2000)
+
+    code, err = run_cli([videos, out], capsys)
+    assert code != 0
+    assert 'broken' in err and 'Traceback' not in err
+    assert sorted(os.listdir(videos)) == ['broken.avi', 'clip.mp4']  # input folder untouched
+    assert not (out / 'broken').exists()
+
+    folder = out / 'clip'
+    expected = [f'{i:05d}.jpg' for i, face in enumerate(has_face, start=1) if face]
+    assert jpgs(folder) == expected
+    for name in expected:
+        assert cv2.imread(str(folder / name)).shape == (224, 224, 3)
+    rows = read_csv(folder / 'detections.csv')
+    chosen = [row for row in rows if row['chosen'] == '1']
+    assert [row['image'] for row in chosen] == expected
+    assert [int(row['frame']) for row in chosen] == [i for i, face in enumerate(has_face, 1) if face]
+    assert {int(row['frame']) for row in rows} == set(range(1, len(has_face) + 1))
+    assert all(float(row['prob']) >= 0.9 for row in chosen)
+    manifest = json.loads((folder / '.done').read_text())
+    assert manifest['frames'] == len(has_face) and manifest['faces'] == len(expected)
+
+    # Second run: the finished video is skipped untouched, the broken one fails again.
+    marker_time = os.stat(folder / '.done').st_mtime_ns
+    code, err = run_cli([videos, out], capsys)
+    assert code != 0 and '1 already finished' in err
+    assert os.stat(folder / '.done').st_mtime_ns == marker_time
+
+
+def test_left_right_from_annotation_names(tmp_path, capsys):
+    videos, anno, out = tmp_path / 'videos', tmp_path / 'anno', tmp_path / 'out'
+    (anno / 'Train_Set').mkdir(parents=True)
+    (anno / 'Validation_Set').mkdir()
+    videos.mkdir()
+    write_two_face_clip(videos / 'pair.mkv', 3)
+    write_face_clip(videos / 'unannotated.mp4', [True])
+    (anno / 'Train_Set' / 'pair_left.txt').write_text(HEADER + '4\n0\n-1\n')
+    (anno / 'Validation_Set' / 'pair_right.txt').write_text(HEADER + '1\n1\n1\n')
+
+    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    assert code == 0, err
+    assert sorted(name for name in os.listdir(out) if not name.startswith('.')) == ['pair_left', 'pair_right']
+    blue_minus_red = {}
+    for side in ('left', 'right'):
+        folder = out / f'pair_{side}'
+        assert jpgs(folder) == ['00001.jpg', '00002.jpg', '00003.jpg']
+        chosen = [row for row in read_csv(folder / 'detections.csv') if row['chosen'] == '1']
+        centres = [(float(row['x1']) + float(row['x2'])) / 2 for row in chosen]
+        assert all((c < 160) if side == 'left' else (c > 160) for c in centres)
+        image = cv2.imread(str(folder / '00001.jpg'))  # BGR
+        blue_minus_red[side] = image[..., 0].mean() - image[..., 2].mean()
+        assert json.loads((folder / '.done').read_text())['annotation_frames'] == 3
+    # The right-hand person was tinted blue when the clip was made.
+    assert blue_minus_red['right'] > blue_minus_red['left'] + 20
+
+    # An annotation without a video is reported by name and makes the run fail.
+    (anno / 'Train_Set' / 'ghost.txt').write_text(HEADER + '0\n')
+    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    assert code != 0 and 'ghost' in err and '2 already finished' in err
+
+
+def test_unfinished_outputs_are_redone(tmp_path, capsys):
+    videos, out = tmp_path / 'videos', tmp_path / 'out'
+    videos.mkdir()
+    write_face_clip(videos / 'a.mp4', [True, False])
+    write_face_clip(videos / 'b.webm', [False, True])
+    # What a crash can leave: a temporary folder, and a final-named folder without the marker.
+    (out / '.a.tmp-partial').mkdir(parents=True)
+    (out / '.a.tmp-partial' / '00001.jpg').write_bytes(b'half')
+    (out / 'b').mkdir()
+    (out / 'b' / '00007.jpg').write_bytes(b'stale')
+
+    code, err = run_cli([videos, out], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == ['a', 'b']
+    assert jpgs(out / 'a') == ['00001.jpg'] and jpgs(out / 'b') == ['00002.jpg']
+
+
+def test_killed_run_leaves_nothing_finished_and_resumes(tmp_path, capsys):
+    videos, out = tmp_path / 'videos', tmp_path / 'out'
+    videos.mkdir()
+    frames = 20
+    write_face_clip(videos / 'long.mp4', [True] * frames)
+    cmd = [sys.executable, '-m', 'preprocess', str(videos), str(out), '--workers', '0', '--batch_size', '1']
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    partial = out / '.long.tmp-partial'
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if partial.is_dir() and jpgs(partial):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, 'the run finished before it could be interrupted'
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / 'long').exists()
+    assert all(is_temporary(name) for name in os.listdir(out))
+    assert 0 < len(jpgs(partial)) < frames
+
+    code, err = run_cli([videos, out, '--batch_size', '1'], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == ['long']
+    assert jpgs(out / 'long') == [f'{i:05d}.jpg' for i in range(1, frames + 1)]
+    assert json.loads((out / 'long' / '.done').read_text())['faces'] == frames
+
+
+# ---- bad command lines -----------------------------------------------------------------------
+
+def test_bad_folders_give_one_line_errors(tmp_path):
+    videos = tmp_path / 'videos'
+    videos.mkdir()
+    write_video(videos / 'v.mp4', [np.zeros((32, 32, 3), np.uint8)])
+    not_a_dir = tmp_path / 'file'
+    not_a_dir.write_text('x')
+    cases = [
+        ([tmp_path / 'missing', tmp_path / 'out'], 'VIDEO_DIR'),
+        ([videos, videos / 'out'], 'inside VIDEO_DIR'),
+        ([videos, videos], 'inside VIDEO_DIR'),
+        ([videos, not_a_dir / 'out'], 'OUT_DIR'),
+        ([videos, tmp_path / 'out', '--anno_folder', tmp_path / 'noanno'], '--anno_folder'),
+    ]
+    for args, expected in cases:
+        with pytest.raises(SystemExit) as raised:
+            cli.main([str(arg) for arg in args])
+        message = str(raised.value.code)
+        assert expected in message and '\n' not in message
+    assert sorted(os.listdir(videos)) == ['v.mp4']
+
+
+def test_worker_pool_matches_in_process(tmp_path):
+    frames = face_frames([True, False, True])
+    kwargs = dict(device='cpu', min_prob=0.9)
+    with pipeline.Detector(kwargs, workers=1) as pool:
+        pooled = [faces for _, batch in pool.map([frames[:2], frames[2:]]) for faces in batch]
+    local = FaceAligner(**kwargs).detect_batch(frames)
+    assert [len(faces) for faces in pooled] == [len(faces) for faces in local] == [1, 0, 1]
+    np.testing.assert_allclose(pooled[0][0].box, local[0][0].box, atol=1e-3)

@@ -731,19 +731,22 @@ def run(config, output_given=True, distributed=False):
         record['best_macro_f1'] = best_f1
         if rank == 0:
             state = checkpoint_state(model, optimizer, epoch, lr_scheduler, scaler, ema, best_f1)
+            # Order matters for -resume auto: any checkpoint of epoch E marks E finished, so the
+            # epoch's history record and best model are written before the first of them (a kill in
+            # between redoes epoch E; the other way round would lose E's record and best model).
+            append_history(output_dir, record)
+            if improved:
+                save_checkpoint(os.path.join(output_dir, 'best.pdparams'), state)
+                with atomic_open(os.path.join(output_dir, 'best.json'), 'w', encoding='utf-8') as f:
+                    json.dump({'epoch': epoch, 'macro_f1': best_f1}, f)
+                logger.info(f"----- New best macro F1 {best_f1:.4f}: {output_dir}/best.pdparams")
             if epoch % config.SAVE_FREQ == 0 or epoch == config.TRAIN.NUM_EPOCHS:
                 path = save_checkpoint(os.path.join(
                     output_dir, f"Epoch-{epoch}-Loss-{stats['train_loss']:.4f}.pdparams"), state)
                 logger.info(f"----- Save model: {path}")
                 if keep > 0:
                     _prune_periodic(output_dir, keep)
-            if improved:
-                save_checkpoint(os.path.join(output_dir, 'best.pdparams'), state)
-                with atomic_open(os.path.join(output_dir, 'best.json'), 'w', encoding='utf-8') as f:
-                    json.dump({'epoch': epoch, 'macro_f1': best_f1}, f)
-                logger.info(f"----- New best macro F1 {best_f1:.4f}: {output_dir}/best.pdparams")
             last_good = save_checkpoint(os.path.join(output_dir, 'last.pdparams'), state)
-            append_history(output_dir, record)
     digest = weights_digest(_unwrap(model))
     # Every rank logs it: equal digests prove the processes ended with identical weights.
     logger.info(f"final weights sha256 {digest}")

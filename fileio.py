@@ -20,6 +20,11 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        # mkstemp makes owner-only files; give outputs the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        if os.path.isfile(tmp):
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

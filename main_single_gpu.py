@@ -3,10 +3,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-try:
-    import cpu_env  # noqa: F401  (thread env vars; must run before paddle is imported)
-except ImportError:
-    pass  # TODO(lead): remove this fallback once cpu_env.py exists
+import cpu_env  # noqa: F401,E402  (thread env vars; must run before paddle is imported)
 
 import engine  # noqa: E402
 

@@ -250,10 +250,11 @@ def worker(framework):
 
 
 class Worker:
-    def __init__(self, framework):
+    def __init__(self, framework, env=None):
         self.framework = framework
         self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker', framework],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env=dict(os.environ, **(env or {})))
 
     def ask(self, **request):
         self.process.stdin.write(json.dumps(request) + '\n')
@@ -273,9 +274,9 @@ class Worker:
         self.process.wait()
 
 
-def run_alternating(batch_sizes, rounds, warmup, contenders):
+def run_alternating(batch_sizes, rounds, warmup, contenders, torch_env=None):
     frameworks = sorted({FRAMEWORK[name] for name in contenders})
-    workers = {f: Worker(f) for f in frameworks}
+    workers = {f: Worker(f, torch_env if f == 'torch' else None) for f in frameworks}
     prepared = {}
     try:
         for f, w in workers.items():  # one after the other, so set-up does not overlap timing
@@ -326,8 +327,11 @@ def measure_memory(names, batch_sizes):
 
 def report(results, info):
     lines = ["## Swin-S 224, float32, CPU (`benchmarks/bench_swin.py`)", "", machine_markdown(info)]
-    lines.append(f"Alternating rounds: {results['rounds']} (median reported), warm-up {results['warmup']} "
-                 f"per contender. Load average at end: {results['load_average_at_end']}.\n")
+    load = results['load_average_at_end']
+    lines.append(f"Paddle and PyTorch in separate worker processes, timed alternately: {results['rounds']} rounds "
+                 f"(median reported), warm-up {results['warmup']} per contender. PyTorch worker environment: "
+                 f"{results['timm_env'] or 'defaults'}. Load average at end: "
+                 f"{', '.join('%.1f' % v for v in load) if load else 'n/a'}.\n")
     lines.append("| batch | contender | images/s (median) | min-max | ratio to timm | peak RSS MB (+step) |")
     lines.append("|---|---|---|---|---|---|")
     for b in results['batch_sizes']:
@@ -364,6 +368,10 @@ def main(argv=None):
     parser.add_argument('--only', nargs='+', choices=CONTENDERS, help='time only these contenders')
     parser.add_argument('--no_memory', action='store_true', help='skip the per-contender memory subprocesses')
     parser.add_argument('--no_results_md', action='store_true', help='do not rewrite benchmarks/RESULTS.md')
+    parser.add_argument('--timm_wait_policy', choices=('passive', 'default'), default='passive',
+                        help="OMP_WAIT_POLICY for PyTorch's threads. passive (default) mirrors this project's "
+                             "KMP_BLOCKTIME=0: idle threads sleep instead of spinning, which on a busy shared "
+                             "machine measured 2-3x faster for timm; 'default' leaves PyTorch's spinning")
     parser.add_argument('--worker', choices=('paddle', 'torch'), help=argparse.SUPPRESS)
     parser.add_argument('--probe', choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument('--probe_batch', type=int, help=argparse.SUPPRESS)
@@ -383,7 +391,8 @@ def main(argv=None):
 
     config = _config()
     flops = swin_flops(config)
-    samples, prepared = run_alternating(args.batch_sizes, rounds, warmup, contenders)
+    torch_env = {'OMP_WAIT_POLICY': 'PASSIVE'} if args.timm_wait_policy == 'passive' else {}
+    samples, prepared = run_alternating(args.batch_sizes, rounds, warmup, contenders, torch_env)
     rates = {f: p['matmul_gflops'] for f, p in prepared.items()}
     best = max(rates.values())
     compute_limit = {'forward_gflops_per_image': flops / 1e9, 'matmul_gflops': rates,
@@ -396,7 +405,7 @@ def main(argv=None):
     if diff is not None:
         print(f"predictor vs eager max |logit difference|: {diff:.2e}", flush=True)
 
-    results = {'machine': info, 'rounds': rounds, 'warmup': warmup, 'batch_sizes': args.batch_sizes,
+    results = {'machine': info, 'timm_env': torch_env, 'rounds': rounds, 'warmup': warmup, 'batch_sizes': args.batch_sizes,
                'contenders': contenders, 'compute_limit': compute_limit, 'predictor_max_abs_diff': diff,
                'load_average_at_end': load_average(), 'images_per_s': {}, 'range': {}, 'samples': {},
                'ratios': {}}

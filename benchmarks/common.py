@@ -42,12 +42,14 @@ def machine_info():
         'platform': platform.platform(),
         'load_average_at_start': load_average(),
         'env': {k: os.environ.get(k) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'MKL_DEBUG_CPU_TYPE',
-                                             'KMP_BLOCKTIME')},
+                                             'KMP_BLOCKTIME', 'FLAGS_use_stride_kernel')},
     }
-    for module in ('paddle', 'torch', 'timm', 'numpy'):
+    from importlib import metadata
+    # Read from package metadata: importing both frameworks here would load both OpenMP runtimes.
+    for module, distribution in (('paddle', 'paddlepaddle'), ('torch', 'torch'), ('timm', 'timm'), ('numpy', 'numpy')):
         try:
-            info[module] = __import__(module).__version__
-        except ImportError:
+            info[module] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
             info[module] = None
     return info
 

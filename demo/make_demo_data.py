@@ -501,7 +501,8 @@ def make_demo_data(out_dir='demo_work/data', seed=0, num_train=8, num_val=4, fra
         rng = np.random.default_rng([seed, number, 1])
         background = _background(rng)
         written = write_video(os.path.join(out_dir, 'videos', plan.name + '.mp4'),
-                              _video_frames(plan, rng, rendered, head_mask, face_centre, background), fps=FPS)
+                              _video_frames(plan, rng, rendered, head_mask, face_centre, background), fps=FPS,
+                              preset='veryfast')
         for annotation, labels in plan.labels.items():
             write_annotation(os.path.join(out_dir, 'annotations', plan.split, annotation + '.txt'), labels)
             visible = labels[~plan.no_face]

@@ -44,6 +44,25 @@ def run(command, log_path=None):
         sys.exit(f"demo: step failed (exit {result.returncode}): {' '.join(command)}")
 
 
+def config_fingerprint():
+    import hashlib
+    with open(DEMO_CONFIG, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def reset_if_config_changed(train_dir):
+    """A run trained with another demo config cannot be resumed: start that model over."""
+    stamp = os.path.join(train_dir, 'demo_config.sha256')
+    if os.path.isdir(train_dir):
+        previous = open(stamp, encoding='utf-8').read().strip() if os.path.isfile(stamp) else None
+        if previous != config_fingerprint():
+            print(f"{os.path.relpath(train_dir, ROOT)} was trained with another demo config: starting over")
+            shutil.rmtree(train_dir)
+    os.makedirs(train_dir, exist_ok=True)
+    with open(stamp, 'w', encoding='utf-8') as f:
+        f.write(config_fingerprint() + '\n')
+
+
 def training_finished(train_dir, num_epochs):
     history = os.path.join(train_dir, 'history.json')
     if not (os.path.isfile(history) and os.path.isfile(os.path.join(train_dir, 'best.pdparams'))):
@@ -87,6 +106,7 @@ def main(argv=None):
     for i, class_type in enumerate(MODELS):
         t = step(f"{3 + i}/6 train the {class_type} model ({args.nproc} processes, paddle.distributed.launch)")
         train_dir = os.path.join(work, f'train_{class_type}')
+        reset_if_config_changed(train_dir)
         if training_finished(train_dir, num_epochs):
             print(f"already trained: {os.path.relpath(train_dir, ROOT)}")
             continue

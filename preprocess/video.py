@@ -165,7 +165,7 @@ def extract_frames(video, out_dir, quality=2, prefer_system=False):
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def write_video(path, frames, fps=30, crf=18, prefer_system=False):
+def write_video(path, frames, fps=30, crf=18, prefer_system=False, preset='medium'):
     """Encode an iterable of RGB uint8 frames (H, W, 3) to H.264 mp4 (yuv420p) atomically.
 
     All frames must share one size; odd sizes are padded by one pixel because yuv420p needs even
@@ -183,7 +183,7 @@ def write_video(path, frames, fps=30, crf=18, prefer_system=False):
     count = 0
     with atomic_path(path) as tmp:
         stream = (ffmpeg.input('pipe:', format='rawvideo', pix_fmt='rgb24', s=f'{width}x{height}', r=fps)
-                  .output(tmp, vcodec='libx264', pix_fmt='yuv420p', crf=crf, r=fps,
+                  .output(tmp, vcodec='libx264', pix_fmt='yuv420p', crf=crf, preset=preset, r=fps,
                           vf='pad=ceil(iw/2)*2:ceil(ih/2)*2', movflags='+faststart', format='mp4'))
         cmd = ffmpeg.compile(stream, cmd=exe, overwrite_output=True) + ['-hide_banner', '-loglevel', 'error']
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

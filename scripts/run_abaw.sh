@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shared launcher behind scripts/run_{train,eval}_{multi,single}_{coarse,negative}.sh.
 #   usage: run_abaw.sh train|eval multi|single coarse|negative [extra main_*.py flags...]
-# Paths and devices come from the environment; the defaults are the original release's values.
+# Paths and devices come from the environment. Batch 128 per GPU, 4 GPUs and -amp are the release's
+# recipe; the default paths are this project's suggested layout (see README, "Preparing Aff-Wild2").
 #   DATA_FOLDER   aligned faces               (default ./data/cropped_aligned)
 #   ANNO_FOLDER   ABAW EXPR annotations       (default ./data/annotations/EXPR_Set)
 #   PRETRAINED    train: MS1M Swin-S backbone (default ./pretrained/swin_small_patch4_window7_224_ms1m.pdparams)

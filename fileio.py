@@ -46,6 +46,12 @@ def is_temporary(name):
     return name.startswith('.') and '.tmp' in name
 
 
+def is_inside(path, folder):
+    """True when `path` is `folder` or lies below it (after resolving links): outputs must not."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def check_writable_dir(path, flag='-output'):
     """Create `path` if needed and prove it is writable, or raise naming the flag and the folder."""
     try:

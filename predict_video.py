@@ -28,7 +28,6 @@ import io
 import logging
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -39,12 +38,12 @@ if ROOT not in sys.path:
 import cpu_env  # noqa: E402,F401  (threads and MKL settings before paddle is imported)
 import numpy as np  # noqa: E402
 
-from fileio import atomic_open, check_writable_dir  # noqa: E402
+from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
-from preprocess.cli import _inside, find_videos  # noqa: E402
-from preprocess.faces import FaceAligner  # noqa: E402
+from preprocess.cli import find_videos  # noqa: E402
+from preprocess.faces import FaceAligner, encode_face  # noqa: E402
 from preprocess.pipeline import process_video  # noqa: E402
-from preprocess.video import VIDEO_EXTENSIONS, VideoDecodeError, ffmpeg_exe  # noqa: E402
+from preprocess.video import VIDEO_EXTENSIONS, VideoDecodeError, probe_frame_rate  # noqa: E402
 
 log = logging.getLogger('predict_video')
 
@@ -123,30 +122,6 @@ class Model:
 
 # ----------------------------------------------------------------------------- video helpers
 
-def probe_frame_rate(path):
-    """Average frame rate FFmpeg reports for the first video stream, or None if it states none."""
-    result = subprocess.run([ffmpeg_exe(), '-hide_banner', '-nostdin', '-i', str(path)],
-                            capture_output=True, text=True, errors='replace')
-    for line in result.stderr.splitlines():
-        if 'Video:' not in line:
-            continue
-        for unit in ('fps', 'tbr'):
-            match = re.search(r'([\d.]+)(k?) ' + unit, line)
-            if match and float(match.group(1)) > 0:
-                return float(match.group(1)) * (1000 if match.group(2) else 1)
-    return None
-
-
-def encode_face(crop_rgb, quality=JPEG_QUALITY):
-    """The JPEG bytes `python -m preprocess` writes for this aligned face (same encoder and flags)."""
-    import cv2
-    ok, data = cv2.imencode('.jpg', cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("cannot JPEG-encode an aligned face")
-    return data.tobytes()
-
-
 class _Clock:
     """Seconds spent per stage; `timed_iter` charges the time inside next() to one stage."""
 
@@ -187,7 +162,7 @@ def analyse_video(path, detector, geometry, models, fusion='soft', classify_batc
     """
     import datasets
     from preprocess.faces import select_face
-    from preprocess.pipeline import _batches
+    from preprocess.pipeline import batches
     from preprocess.video import iter_frames
 
     clock = _Clock()
@@ -210,7 +185,7 @@ def analyse_video(path, detector, geometry, models, fusion='soft', classify_batc
 
     frame_index = 0
     frames = clock.timed_iter(iter_frames(path), 'decode')
-    results = detector.map(_batches(frames, detect_batch))
+    results = detector.map(batches(frames, detect_batch))
     try:
         while True:
             start = time.perf_counter()
@@ -439,7 +414,7 @@ def stage_report(frames, faces, seconds, wall):
 
 def run(args):
     videos = find_inputs(args.input)
-    if os.path.isdir(args.input) and _inside(args.output, args.input):
+    if os.path.isdir(args.input) and is_inside(args.output, args.input):
         raise UsageError(f"-output {args.output} is inside the input folder {args.input}; "
                          "inputs are never written to: choose another folder")
     specs = {kind: resolve_model(kind, getattr(args, f'{kind}_cfg'), getattr(args, f'{kind}_weights'))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fileio import atomic_open, check_writable_dir, is_temporary
+from fileio import atomic_open, check_writable_dir, is_inside, is_temporary
 from labels import (ABAW_CLASSES, ANNOTATION_HEADER, CLASS_NAMES, COARSE_CLASSES,
                     NEGATIVE_CLASSES, NEGATIVE_TO_ABAW, AnnotationError, read_annotation,
                     write_annotation)
@@ -596,11 +596,6 @@ def build_parser():
     return parser
 
 
-def _inside(path, folder):
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def _check_args(parser, args):
     if args.window < 0:
         parser.error(f"-window must be >= 0, got {args.window}")
@@ -615,7 +610,7 @@ def _check_args(parser, args):
             continue
         if not os.path.isdir(folder):
             parser.error(f"{flag} {folder}: not a folder")
-        if _inside(args.output, folder):
+        if is_inside(args.output, folder):
             parser.error(f"-output {args.output} is inside {flag} {folder}; inputs are never "
                          "written to: choose another folder")
 

@@ -58,10 +58,11 @@ def per_worker_rate(folder, samples, transform, passes):
     return passes * len(samples) / (time.perf_counter() - start)
 
 
-def loader_rate(folder, samples, transform, workers, batch_size=32, passes=2):
+def loader_rate(folder, samples, transform, workers, batch_size=32, batches=6):
     import paddle
     from datasets import AbawDataset
-    dataset = AbawDataset(folder, samples * passes, transform)
+    repeats = -(-(batches + 1) * batch_size // len(samples))  # the first batch is not timed
+    dataset = AbawDataset(folder, samples * repeats, transform)
     loader = paddle.io.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                                   num_workers=workers)
     iterator = iter(loader)
@@ -70,6 +71,8 @@ def loader_rate(folder, samples, transform, workers, batch_size=32, passes=2):
     count = 0
     for batch in iterator:
         count += int(batch[0].shape[0])
+        if count >= batches * batch_size:
+            break
     return count / (time.perf_counter() - start)
 
 
@@ -108,7 +111,7 @@ def main(argv=None):
               flush=True)
         results['loader_images_per_s'] = {}
         for workers in (0, 1, 2):
-            rate = loader_rate(folder, samples, train_tf, workers, passes=passes + 1)
+            rate = loader_rate(folder, samples, train_tf, workers, batches=3 if args.quick else 6)
             results['loader_images_per_s'][str(workers)] = rate
             print(f"DataLoader (training transform, batch 32, {workers} worker(s)): {rate:.0f} images/s", flush=True)
 

@@ -4,7 +4,7 @@ from concurrent.futures.process import BrokenProcessPool
 import os
 import sys
 
-from fileio import check_writable_dir
+from fileio import check_writable_dir, is_inside
 from labels import AnnotationError, read_annotation, split_person
 from preprocess.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_file, probe_frame_count
 
@@ -45,11 +45,6 @@ def parse_args(argv=None):
     if not (args.device == 'cpu' or args.device.startswith('cuda')):
         parser.error(f"--device {args.device}: choose cpu or cuda")
     return args
-
-
-def _inside(path, folder):
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def find_videos(video_dir):
@@ -109,7 +104,7 @@ def main(argv=None):
         raise SystemExit(f"error: VIDEO_DIR {args.video_dir}: no such folder")
     if args.anno_folder is not None and not os.path.isdir(args.anno_folder):
         raise SystemExit(f"error: --anno_folder {args.anno_folder}: no such folder")
-    if _inside(args.out_dir, args.video_dir):
+    if is_inside(args.out_dir, args.video_dir):
         raise SystemExit(f"error: OUT_DIR {args.out_dir} is inside VIDEO_DIR {args.video_dir}; "
                          "outputs must not be written into the input folder")
     videos = find_videos(args.video_dir)

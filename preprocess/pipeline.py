@@ -20,10 +20,9 @@ import os
 import shutil
 import time
 
-import cv2
 
 from fileio import atomic_open, is_temporary
-from preprocess.faces import LANDMARK_NAMES, FaceAligner, select_face
+from preprocess.faces import LANDMARK_NAMES, FaceAligner, encode_face, select_face
 from preprocess.video import VideoDecodeError, iter_frames
 
 DONE_MARKER = '.done'
@@ -133,7 +132,7 @@ class Detector:
         self.close()
 
 
-def _batches(frames, batch_size):
+def batches(frames, batch_size):
     batch = []
     for frame in frames:
         batch.append(frame)
@@ -191,7 +190,7 @@ def process_video(video_path, out_root, outputs=None, detector=None, aligner_kwa
         frame_index = 0
         started = time.time()
         frames = iter_frames(video_path, prefer_system=prefer_system_ffmpeg)
-        results = detector.map(_batches(frames, batch_size))
+        results = detector.map(batches(frames, batch_size))
         for batch, detections in results:
             for frame, faces in zip(batch, detections):
                 frame_index += 1
@@ -200,10 +199,8 @@ def process_video(video_path, out_root, outputs=None, detector=None, aligner_kwa
                     image = ''
                     if chosen is not None:
                         image = frame_name(frame_index)
-                        crop = cv2.cvtColor(geometry.align(frame, chosen), cv2.COLOR_RGB2BGR)
-                        if not cv2.imwrite(os.path.join(work[name], image), crop,
-                                           [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]):
-                            raise OSError(f"cannot write {os.path.join(work[name], image)}")
+                        with open(os.path.join(work[name], image), 'wb') as f:
+                            f.write(encode_face(geometry.align(frame, chosen), jpeg_quality))
                         faces_written[name] += 1
                     writers[name].writerows(_csv_rows(frame_index, faces, chosen, image))
             if progress is not None:

@@ -71,6 +71,20 @@ def probe_frame_count(path, prefer_system=False):
     return int(counts[-1]) if counts else 0
 
 
+def probe_frame_rate(path, prefer_system=False):
+    """Average frame rate FFmpeg reports for the first video stream, or None if it states none."""
+    result = subprocess.run([ffmpeg_exe(prefer_system), '-hide_banner', '-nostdin', '-i', str(path)],
+                            capture_output=True, text=True, errors='replace')
+    for line in result.stderr.splitlines():
+        if 'Video:' not in line:
+            continue
+        for unit in ('fps', 'tbr'):
+            match = re.search(r'([\d.]+)(k?) ' + unit, line)
+            if match and float(match.group(1)) > 0:
+                return float(match.group(1)) * (1000 if match.group(2) else 1)
+    return None
+
+
 def _output_size(stderr_lines):
     """Width, height of the rawvideo stream FFmpeg announces it will write (after rotation/scaling)."""
     in_output = False

@@ -244,11 +244,16 @@ def run_reference(data, work, epochs, timeout):
     return {'output': output, 'sha': digests[0], 'steps': steps, 'step_seconds': step_seconds}
 
 
-def kill_at_random_moment(proc, rank0, rng, first_epoch, epochs, steps, step_seconds, timeout):
+def kill_at_random_moment(proc, rank0, rng, first_epoch, epochs, kills_left, steps, step_seconds, timeout):
     """Kill at a random step of a random epoch still to train, a random part of a step after it
     is logged (REPORT_FREQ 1). -> (fault injected?, how)."""
-    # Not the last epoch: a kill during its final writes could leave nothing for the next kill.
-    epoch = rng.randint(first_epoch, max(first_epoch, epochs - 1))
+    # Not epoch 1 (so there is something to resume) nor the last epoch (a kill during its final
+    # writes could leave nothing for the next kill), when there is a choice; and within the next
+    # share of the remaining epochs, so the kills spread over the whole run.
+    low = max(first_epoch, min(2, epochs - 1))
+    high = max(low, epochs - 1)
+    share = max(1, (high - low + 1) // max(1, kills_left))
+    epoch = rng.randint(low, min(high, low + share - 1))
     step = rng.randint(1, steps)
     marker = f'Epoch[{epoch:03d}/{epochs:03d}] Step[{step:04d}/'
     if not wait_for(lambda: rank0.has(marker), proc, timeout, poll=0.005):
@@ -307,7 +312,7 @@ def drill_training(data, work, args, rng):
     epochs = args.epochs
     ref = run_reference(data, work, epochs, args.timeout)
     output = os.path.join(work, 'train_drill')
-    result = {'faults': 0, 'mid_write': 0, 'resumed': 0, 'resume_ok': 0, 'corrupt': [], 'lost': [],
+    result = {'faults': 0, 'mid_write': 0, 'restarts': 0, 'resumed': 0, 'scratch': 0, 'resume_ok': 0, 'corrupt': [], 'lost': [],
               'events': []}
     known = set()
     attempt = 0
@@ -322,6 +327,7 @@ def drill_training(data, work, args, rng):
         if result['faults'] < args.kills:
             if result['faults'] % 2 == 0:
                 injected, how = kill_at_random_moment(proc, rank0, rng, expected_epoch + 1, epochs,
+                                                      (args.kills - result['faults'] + 1) // 2,
                                                       ref['steps'], ref['step_seconds'], args.timeout)
                 torn = False
             else:
@@ -332,15 +338,21 @@ def drill_training(data, work, args, rng):
         if not injected:
             code = proc.wait(timeout=args.timeout)
         match = RESUMED_RE.search(rank0.text())
-        if match:
-            result['resumed'] += 1
-            # -resume auto must have picked the newest finished checkpoint, never a temporary.
-            picked_ok = (not is_temporary(os.path.basename(match.group(1)))
-                         and int(match.group(2)) == expected_epoch)
+        if attempt > 1:
+            result['restarts'] += 1
+            # -resume auto must pick the newest finished checkpoint (never a temporary), or start
+            # from scratch when the kill came before the first one.
+            if expected_epoch == 0:
+                picked_ok = match is None and 'starting from scratch' in rank0.text()
+                result['scratch'] += picked_ok
+            else:
+                result['resumed'] += match is not None
+                picked_ok = (match is not None and not is_temporary(os.path.basename(match.group(1)))
+                             and int(match.group(2)) == expected_epoch)
             result['resume_ok'] += picked_ok
             if not picked_ok:
-                result['events'].append(f"attempt {attempt}: resumed from {match.group(1)} epoch "
-                                        f"{match.group(2)}, expected epoch {expected_epoch}")
+                result['events'].append(f"attempt {attempt}: expected to resume at epoch {expected_epoch}, "
+                                        f"log says {match.group(0) if match else 'no resume'}")
         if injected:
             result['faults'] += 1
             result['mid_write'] += torn
@@ -691,15 +703,17 @@ def main(argv=None):
     clear = sum(ok for _, ok, _ in bad)
     lost_or_corrupt = len(train['corrupt']) + len(train['lost']) + len(prep['problems'])
     passed = (train['faults'] >= args.kills and train['weights_equal'] and not train['events']
-              and train['resume_ok'] == train['resumed'] and train['resumed'] >= train['faults']
+              and train['resume_ok'] == train['restarts'] and train['resumed'] >= 1
               and lost_or_corrupt == 0 and prep['faults'] >= 1 and clear == len(bad))
     rows = [
         ('faults injected (SIGKILL)', f"{train['faults'] + prep['faults']}"),
         ('  training kills', f"{train['faults']}"),
         ('    of which mid-checkpoint-write', f"{train['mid_write']}"),
         ('  preprocess kills (mid-video)', f"{prep['faults']}"),
-        ('runs that resumed (-resume auto)', f"{train['resumed']}"),
-        ('  resumed from newest checkpoint', f"{train['resume_ok']}/{train['resumed']}"),
+        ('restarts after a kill (-resume auto)', f"{train['restarts']}"),
+        ('  runs that resumed from a checkpoint', f"{train['resumed']}"),
+        ('  started over (killed before epoch 1)', f"{train['scratch']}"),
+        ('  picked the newest finished checkpoint', f"{train['resume_ok']}/{train['restarts']}"),
         ('final weights equal uninterrupted', 'yes' if train['weights_equal'] else 'NO'),
         ('checkpoints equal uninterrupted', f"{train['identical']}/{train['compared']}"),
         ('preprocess equal uninterrupted', 'yes' if not prep['problems'] else 'NO'),

@@ -25,7 +25,6 @@ import cpu_env  # noqa: E402,F401
 from common import machine_info, machine_markdown, update_results_section, write_json  # noqa: E402
 from synthetic_video import astronaut_head, face_frames  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 import predict_video  # noqa: E402
 from preprocess.video import write_video  # noqa: E402

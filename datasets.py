@@ -59,14 +59,9 @@ def _check_folder(path, flag):
 def read_video_list(path):
     """Video names, one per line (blank lines and '#' comments ignored)."""
     try:
-        with open(path, 'r', encoding='utf-8') as f:
-            names = [line.strip() for line in f]
-    except OSError as err:
-        raise DataError(f"-video_list {path}: cannot read ({err.strerror})") from None
-    names = [n for n in names if n and not n.startswith('#')]
-    if not names:
-        raise DataError(f"-video_list {path}: no video names in the file")
-    return names
+        return abaw_labels.read_video_list(path)
+    except ValueError as err:
+        raise DataError(str(err)) from None
 
 
 def scan_annotated(data_folder, anno_folder, split, all_frames):

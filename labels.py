@@ -79,6 +79,19 @@ def write_annotation(path, labels):
         f.writelines(f"{int(label)}\n" for label in labels)
 
 
+def read_video_list(path, flag='-video_list'):
+    """Video names, one per line (blank lines and '#' comments ignored); ValueError names the file."""
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            names = [line.strip() for line in f]
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: cannot read ({err.strerror})") from None
+    names = [n for n in names if n and not n.startswith('#')]
+    if not names:
+        raise ValueError(f"{flag} {path}: no video names in the file")
+    return names
+
+
 def split_person(video_name):
     """('name', 'left'|'right'|None): Aff-Wild2 names two annotated people `<name>_left`/`_right`."""
     for side in ('left', 'right'):

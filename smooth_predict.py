@@ -24,7 +24,7 @@ import numpy as np
 from fileio import atomic_open, check_writable_dir, is_inside, is_temporary
 from labels import (ABAW_CLASSES, ANNOTATION_HEADER, CLASS_NAMES, COARSE_CLASSES,
                     NEGATIVE_CLASSES, NEGATIVE_TO_ABAW, AnnotationError, read_annotation,
-                    write_annotation)
+                    read_video_list, write_annotation)
 from metrics import classification_scores, format_table, macro_f1
 
 log = logging.getLogger('smooth_predict')
@@ -416,19 +416,21 @@ def _count_frame_files(folder, video):
                and os.path.splitext(entry.name)[1].lower() in FRAME_EXTENSIONS)
 
 
-def build_video_table(coarse, negative, fusion='soft', anno_folder=None, frames_folder=None):
+def build_video_table(coarse, negative, fusion='soft', anno_folder=None, frames_folder=None,
+                      video_names=None):
     """Fuse two `load_predictions` results and attach frame counts and ground truth.
 
     Frame counts: the annotation's number of label lines, else the number of frame files in
     frames_folder/<video>/, else (neither folder given) the largest predicted frame number.
-    Videos: every predicted video plus every annotated one (those without a single prediction
-    are all Neutral, with a warning).
+    Videos: every predicted video, every annotated one and every name in `video_names` (the test
+    set's list, so a video in which no face was found still gets its file); those without a
+    single prediction are all Neutral, with a warning.
     """
     aligned = align(coarse, negative)
     probs = fuse(aligned['coarse_logits'], aligned['negative_logits'], fusion)
     annotations = _read_annotations(anno_folder) if anno_folder else {}
     predicted = aligned['video_names']
-    names = sorted(set(predicted) | set(annotations))
+    names = sorted(set(predicted) | set(annotations) | set(video_names or ()))
     index = {name: i for i, name in enumerate(names)}
     video_ids = np.array([index[name] for name in predicted], dtype=np.int64)[aligned['video_ids']]
     last_frame = np.zeros(len(names), dtype=np.int64)
@@ -446,6 +448,9 @@ def build_video_table(coarse, negative, fusion='soft', anno_folder=None, frames_
         elif not anno_folder and not frames_folder:
             count, source = int(last_frame[v]), 'largest prediction'
         else:
+            if not np.any(video_ids == v):
+                raise InputError(f"-video_list: video '{name}' has no annotation and no folder in "
+                                 f"-frames_folder {frames_folder}, so its frame count is unknown")
             row = np.argmax(video_ids == v)
             where = ' or '.join(f"{flag} {folder}" for flag, folder in
                                 (('-anno_folder', anno_folder), ('-frames_folder', frames_folder))
@@ -585,6 +590,8 @@ def build_parser():
                         'and frame counts')
     parser.add_argument('-frames_folder', help='extracted frames (FRAMES/<video>/*.jpg): frame '
                         'counts of videos without annotations')
+    parser.add_argument('-video_list', help='videos to write (one name per line), e.g. the test '
+                        'set: a listed video without any detected face is written all Neutral')
     parser.add_argument('-fusion', choices=('soft', 'hard'), default='soft')
     parser.add_argument('-window', type=int, default=0, help='smoothing window K in frames '
                         '(0 = no smoothing)')
@@ -618,7 +625,14 @@ def _check_args(parser, args):
 def run(args):
     coarse = load_predictions(args.coarse, 'coarse')
     negative = load_predictions(args.negative, 'negative')
-    table = build_video_table(coarse, negative, args.fusion, args.anno_folder, args.frames_folder)
+    video_names = None
+    if args.video_list:
+        try:
+            video_names = read_video_list(args.video_list)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+    table = build_video_table(coarse, negative, args.fusion, args.anno_folder, args.frames_folder,
+                              video_names)
     check_writable_dir(args.output, '-output')  # only now: bad inputs leave no empty folder
     log.info("%d videos, %d predicted frames, %d frames in all (%s fusion)", len(table.video_names),
              table.frames.size, int(table.num_frames.sum()), args.fusion)

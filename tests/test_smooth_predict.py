@@ -465,3 +465,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert sorted(os.listdir(anno_folder)) == ['a.txt']
     assert not os.path.exists(tmp_path / 'o')
+
+
+def test_listed_test_video_without_any_face_is_written_all_neutral(tmp_path):
+    coarse, negative, _ = make_inputs(tmp_path, {'seen': ([1, 3], [4, 6])})
+    frames = tmp_path / 'frames'
+    for name, count in (('seen', 3), ('faceless', 2)):
+        (frames / name).mkdir(parents=True)
+        for i in range(1, count + 1):
+            (frames / name / f"{i:05d}.jpg").write_bytes(b'')
+    video_list = tmp_path / 'test_set.txt'
+    video_list.write_text('seen\nfaceless\n')
+    out = tmp_path / 'out'
+    done = run_cli('-coarse', coarse, '-negative', negative, '-output', str(out),
+                   '-frames_folder', str(frames), '-video_list', str(video_list), '-plot', '0')
+    assert done.returncode == 0, done.stderr
+    assert (out / 'seen.txt').read_text().splitlines()[1:] == ['4', '4', '6']
+    assert (out / 'faceless.txt').read_text().splitlines()[1:] == ['0', '0']
+    assert "'faceless' has no predicted frame" in done.stderr
+    # Without frames for a listed video its length is unknown: an error, not a guess.
+    video_list.write_text('seen\nmissing\n')
+    done = run_cli('-coarse', coarse, '-negative', negative, '-output', str(tmp_path / 'o2'),
+                   '-frames_folder', str(frames), '-video_list', str(video_list), '-plot', '0')
+    assert done.returncode != 0 and "'missing'" in done.stderr and 'Traceback' not in done.stderr

@@ -409,9 +409,18 @@ def _read_annotations(folder):
 
 
 def _count_frame_files(folder, video):
+    """Frames of `video`: the count `python -m preprocess` recorded in its aligned folder's `.done`
+    manifest (the aligned folder holds only the frames with a face), else the files in the folder."""
     path = os.path.join(folder, video)
     if not os.path.isdir(path):
         return None
+    manifest = os.path.join(path, '.done')
+    if os.path.isfile(manifest):
+        try:
+            with open(manifest, encoding='utf-8') as f:
+                return int(json.load(f)['frames'])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"{manifest}: unreadable preprocessing manifest (re-run python -m preprocess)") from None
     return sum(1 for entry in os.scandir(path) if entry.is_file() and not is_temporary(entry.name)
                and os.path.splitext(entry.name)[1].lower() in FRAME_EXTENSIONS)
 
@@ -588,8 +597,9 @@ def build_parser():
     parser.add_argument('-output', required=True, help='output folder')
     parser.add_argument('-anno_folder', help='ABAW EXPR annotations (<video>.txt): ground truth '
                         'and frame counts')
-    parser.add_argument('-frames_folder', help='extracted frames (FRAMES/<video>/*.jpg): frame '
-                        'counts of videos without annotations')
+    parser.add_argument('-frames_folder', help='frame counts of videos without annotations: the '
+                        'aligned-faces folder of python -m preprocess (its .done manifests), or '
+                        'extracted frames (FRAMES/<video>/*.jpg)')
     parser.add_argument('-video_list', help='videos to write (one name per line), e.g. the test '
                         'set: a listed video without any detected face is written all Neutral')
     parser.add_argument('-fusion', choices=('soft', 'hard'), default='soft')

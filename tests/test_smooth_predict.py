@@ -488,3 +488,16 @@ def test_listed_test_video_without_any_face_is_written_all_neutral(tmp_path):
     done = run_cli('-coarse', coarse, '-negative', negative, '-output', str(tmp_path / 'o2'),
                    '-frames_folder', str(frames), '-video_list', str(video_list), '-plot', '0')
     assert done.returncode != 0 and "'missing'" in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_frame_count_comes_from_the_preprocessing_manifest(tmp_path):
+    coarse, negative, _ = make_inputs(tmp_path, {'clip': ([2], [4])})
+    aligned = tmp_path / 'aligned' / 'clip'
+    aligned.mkdir(parents=True)
+    (aligned / '00002.jpg').write_bytes(b'')  # only the face frame is on disk
+    (aligned / '.done').write_text(json.dumps({'frames': 5, 'faces': 1}))
+    table = table_of(coarse, negative, frames_folder=str(tmp_path / 'aligned'))
+    assert table.num_frames.tolist() == [5]
+    (aligned / '.done').write_text('{broken')
+    with pytest.raises(sp.InputError, match=r'\.done'):
+        table_of(coarse, negative, frames_folder=str(tmp_path / 'aligned'))

@@ -38,6 +38,7 @@ if ROOT not in sys.path:
 import cpu_env  # noqa: E402,F401  (threads and MKL settings before paddle is imported)
 import numpy as np  # noqa: E402
 
+import console  # noqa: E402
 from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
 from preprocess.cli import find_videos  # noqa: E402
@@ -509,22 +510,12 @@ def run(args):
             'totals': totals}
 
 
-class _LevelPrefix(logging.Formatter):
-    def format(self, record):
-        text = super().format(record)
-        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
-
-
 def main(argv=None):
     """Command-line entry; returns the exit code (1 when a video failed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LevelPrefix('%(message)s'))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    console.setup(log, propagate=False)
     try:
         result = run(args)
     except UsageError as err:

@@ -15,12 +15,12 @@ import argparse
 import json
 import logging
 import os
-import sys
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+import console
 from fileio import atomic_open, check_writable_dir, is_inside, is_temporary
 from labels import (ABAW_CLASSES, ANNOTATION_HEADER, CLASS_NAMES, COARSE_CLASSES,
                     NEGATIVE_CLASSES, NEGATIVE_TO_ABAW, AnnotationError, read_annotation,
@@ -691,20 +691,11 @@ def run(args):
     return metrics
 
 
-class _LevelPrefix(logging.Formatter):
-    def format(self, record):
-        text = super().format(record)
-        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
-
-
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LevelPrefix('%(message)s'))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
+    console.setup(log)
     try:
         return run(args)
     except (InputError, AnnotationError) as err:

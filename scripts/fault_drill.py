@@ -52,12 +52,23 @@ def log(message):
 # ---------------------------------------------------------------------------------------------
 # Processes
 
+STARTED = []
+
+
 def start(cmd, log_path, cwd=ROOT):
     """Start cmd in a session of its own (away from the drill's terminal signals)."""
     out = open(log_path, 'wb')
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()
+    STARTED.append(proc)
     return proc
+
+
+def stop_leftovers():
+    """If the drill itself fails midway, leave no job of it running."""
+    for proc in STARTED:
+        if proc.poll() is None:
+            kill_group(proc)
 
 
 def _proc_table():
@@ -690,6 +701,7 @@ def main(argv=None):
             prep = prep_future.result()
         bad = drill_bad_inputs(data, work, os.path.join(work, 'train_reference', 'last.pdparams'), args)
     finally:
+        stop_leftovers()
         if not args.keep and not args.work:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -604,6 +604,37 @@ def resolve_output(config, args_output, rank):
     return os.path.join(config.SAVE, f"{mode}-{datetime.datetime.now().strftime('%Y%m%d-%H-%M')}")
 
 
+_held_locks = []
+
+
+def claim_output_dir(output_dir):
+    """Hold an exclusive lock on the output folder for this process's life, then clear the
+    temporary files a killed run left. A second run on the same folder (say, a restart while
+    the killed launcher's orphaned workers still write) would race it and mix checkpoints."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, as before
+        return
+    path = os.path.join(output_dir, '.run.lock')
+    handle = open(path, 'a+', encoding='utf-8')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or 'unknown'
+        handle.close()
+        raise TrainingError(f"-output {output_dir}: another run (pid {holder}) is using this folder; "
+                            "wait for it to end or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _held_locks.append(handle)
+    for name in os.listdir(output_dir):
+        if is_temporary(name):
+            os.remove(os.path.join(output_dir, name))
+
+
 def run(config, output_given=True, distributed=False):
     """Train (or with config.EVAL, evaluate) as configured. Returns a result dict (rank-local)."""
     import swin_transformer
@@ -618,6 +649,7 @@ def run(config, output_given=True, distributed=False):
     output_dir = resolve_output(config, output_given, rank)
     if rank == 0:
         check_writable_dir(output_dir)
+        claim_output_dir(output_dir)
     logger = make_logger(output_dir if rank == 0 else None, rank)
     device = setup_device(config, logger)
     use_amp = bool(config.AMP)

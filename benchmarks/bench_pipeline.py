@@ -125,7 +125,7 @@ def main(argv=None):
         frames = 16 if args.quick else 48
         stdout, error = run_script(['benchmarks/bench_preprocess.py', '--frames', str(frames), '--workers', '1'])
         if stdout:
-            found = re.findall(r'^(plain MTCNN|preprocess pipeline).*?: ([0-9.]+) frames/s', stdout, re.M)
+            found = re.findall(r'^\s*((?:plain MTCNN|preprocess pipeline)[^:]*): ([0-9.]+) frames/s', stdout, re.M)
             results['preprocess_frames_per_s'] = {name: float(v) for name, v in found}
             results['preprocess_output'] = stdout.strip()
             print(stdout.strip(), flush=True)

@@ -42,7 +42,6 @@ from fileio import is_temporary  # noqa: E402
 PYTHON = sys.executable
 SHA_RE = re.compile(r'final weights sha256 ([0-9a-f]{64})')
 RESUMED_RE = re.compile(r'resumed from (\S+) \(epoch (\d+)\)')
-EPOCH_CKPT_RE = re.compile(r'^Epoch-(\d+)-Loss-.*\.pdparams$')
 
 
 def log(message):
@@ -323,8 +322,8 @@ def drill_training(data, work, args, rng):
     epochs = args.epochs
     ref = run_reference(data, work, epochs, args.timeout)
     output = os.path.join(work, 'train_drill')
-    result = {'faults': 0, 'mid_write': 0, 'restarts': 0, 'resumed': 0, 'scratch': 0, 'resume_ok': 0, 'corrupt': [], 'lost': [],
-              'events': []}
+    result = {'faults': 0, 'mid_write': 0, 'restarts': 0, 'resumed': 0, 'scratch': 0, 'resume_ok': 0,
+              'corrupt': [], 'lost': [], 'events': []}
     known = set()
     attempt = 0
     while True:
@@ -435,7 +434,7 @@ def preprocess_cmd(videos, out):
     return [PYTHON, '-m', 'preprocess', videos, out, '--workers', '0', '--batch_size', '1']
 
 
-def check_preprocess_outputs(out, reference, names):
+def check_preprocess_outputs(out, reference):
     """-> problems: a non-temporary folder without marker, or whose files differ from the reference."""
     import cv2
     problems = []
@@ -500,7 +499,7 @@ def drill_preprocess(work, args, rng, started):
         log(f"preprocess kill {attempt}: SIGKILL in {name} after {written}/{face_counts[name]} face images")
         if os.path.exists(os.path.join(out, name)):
             result['problems'].append(f"{name}: killed mid-video but its output folder exists")
-        result['problems'] += check_preprocess_outputs(out, reference, names)
+        result['problems'] += check_preprocess_outputs(out, reference)
     finished_marker = os.path.join(out, names[0], '.done')
     before = os.stat(finished_marker).st_mtime_ns if os.path.exists(finished_marker) else None
     proc = start(preprocess_cmd(videos, out), os.path.join(work, 'preprocess_drill_final.log'))
@@ -510,7 +509,7 @@ def drill_preprocess(work, args, rng, started):
     if before is not None and os.stat(finished_marker).st_mtime_ns != before:
         result['redone_finished'] = True
         result['problems'].append(f"{names[0]}: finished before the kill but redone")
-    result['problems'] += check_preprocess_outputs(out, reference, names)
+    result['problems'] += check_preprocess_outputs(out, reference)
     listing = sorted(os.listdir(out))
     if listing != sorted(names):
         result['problems'].append(f"output folder holds {listing}, expected {sorted(names)}")

@@ -274,3 +274,21 @@ def test_resume_auto_picks_newest_complete_checkpoint(tmp_path):
     assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')
     (tmp_path / 'last.pdparams').write_bytes(b'junk')
     assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('Epoch-2-Loss-0.9000.pdparams')
+
+
+def test_output_folder_is_locked_and_leftover_temporaries_cleared(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / 'run'
+    out.mkdir()
+    leftover = out / '.last.abc123.tmp.pdparams'
+    leftover.write_bytes(b'half a checkpoint')
+    engine.claim_output_dir(str(out))
+    assert not leftover.exists()
+    # Another process cannot claim the folder while this one holds it.
+    code = ("import sys, engine\n"
+            "try:\n    engine.claim_output_dir(sys.argv[1])\nexcept engine.TrainingError as e:\n"
+            "    print(e); sys.exit(3)\n")
+    done = subprocess.run([sys.executable, '-c', code, str(out)], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 3 and 'another run' in done.stdout and str(os.getpid()) in done.stdout

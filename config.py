@@ -246,7 +246,9 @@ def add_common_args(parser):
     parser.add_argument('-class_type', type=str, default=None, help='all | coarse | negative')
     parser.add_argument('-num_classes', type=int, default=None)
     parser.add_argument('-output', type=str, default=None, help='output folder')
-    parser.add_argument('-pretrained', type=str, default=None, help='.pdparams to initialise from')
+    parser.add_argument('-pretrained', type=str, default=None,
+                        help='.pdparams to start from; with -eval the model to evaluate (a .pdparams '
+                             'or the prefix of an exported predictor from tools/export_model.py)')
     parser.add_argument('-resume', type=str, default=None, help="checkpoint to resume, or 'auto'")
     parser.add_argument('-last_epoch', type=int, default=None)
     parser.add_argument('-accum_iter', type=int, default=None)

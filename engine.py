@@ -540,10 +540,11 @@ def predict(model, loader, world_size=1):
     """(indices, logits float32 [N,C], skipped) over the whole dataset, each sample exactly once."""
     model.eval()
     all_index, all_logits, all_ok = [], [], []
-    for images, _labels, index, ok in loader:
-        all_logits.append(model(images).astype('float32').numpy())
-        all_index.append(index.numpy())
-        all_ok.append(ok.numpy())
+    with paddle.no_grad():
+        for images, _labels, index, ok in loader:
+            all_logits.append(np.asarray(model(images), dtype=np.float32))
+            all_index.append(index.numpy())
+            all_ok.append(ok.numpy())
     index = _all_gather_array(np.concatenate(all_index).astype(np.int64), world_size)
     logits = _all_gather_array(np.concatenate(all_logits), world_size)
     ok = _all_gather_array(np.concatenate(all_ok).astype(np.int64), world_size)
@@ -564,6 +565,25 @@ def score(logits, labels, class_names):
     result['loss'] = float(F.cross_entropy(paddle.to_tensor(logits[mask]),
                                            paddle.to_tensor(labels[mask].astype(np.int64))))
     return result
+
+
+class ExportedModel:
+    """An exported predictor (tools/export_model.py) in the eager model's place for -eval: the
+    fast CPU path, giving the same logits within 1e-4."""
+
+    def __init__(self, prefix, config, device, logger):
+        from predictor import PredictorError, load_classifier
+        try:
+            self.classify = load_classifier(config, prefix, device)
+        except PredictorError as err:
+            raise CheckpointError(str(err)) from None
+        logger.info(f"-eval through the exported predictor {prefix}")
+
+    def eval(self):
+        return self
+
+    def __call__(self, images):
+        return self.classify(images.numpy())
 
 
 def evaluate(model, loader, dataset, class_names, world_size=1):
@@ -671,9 +691,12 @@ def run(config, output_given=True, distributed=False):
         weights = config.MODEL.PRETRAINED or (config.MODEL.RESUME if config.MODEL.RESUME != 'auto' else None)
         if not weights:
             raise TrainingError("-eval needs -pretrained CHECKPOINT.pdparams (the model to evaluate)")
-        load_weights(model, weights, config, logger, strict_head=True)
-        if world_size > 1:
-            model = paddle.DataParallel(model)
+        if weights.endswith('.pdparams'):
+            load_weights(model, weights, config, logger, strict_head=True)
+            if world_size > 1:
+                model = paddle.DataParallel(model)
+        else:
+            model = ExportedModel(weights, config, device, logger)
         result = evaluate(model, val_loader, val_set, class_names, world_size)
         if rank == 0:
             write_predictions(output_dir, result, class_names, config.DATA.CLASS_TYPE)

@@ -11,6 +11,7 @@ import pytest
 import engine
 import labels
 from conftest import make_abaw_tree
+from fileio import is_temporary
 
 
 def configured(base, output, **changes):
@@ -68,7 +69,7 @@ def test_checkpoint_layout_history_and_best(tmp_path, tiny_config):
     names = sorted(os.listdir(out))
     assert 'best.pdparams' in names and 'last.pdparams' in names and 'history.json' in names
     assert sum(n.startswith('Epoch-') for n in names) == 2
-    assert not any(n.startswith('.') for n in names)  # no temporary files left behind
+    assert not any(is_temporary(n) for n in names)  # no temporary files left behind
     _, state = model_weights(str(out / 'last.pdparams'))
     assert {'model', 'optimizer', 'epoch', 'lr_scheduler'} <= set(state)
     assert 'model_ema' not in state and 'amp_grad_scaler' not in state
@@ -114,6 +115,20 @@ def test_eval_predictions_cover_every_frame(tmp_path, tiny_config, abaw_small):
     mask = pred['labels'] >= 0
     acc = float((pred['logits'][mask].argmax(1) == pred['labels'][mask]).mean())
     assert abs(metrics['scores']['accuracy'] - acc) < 1e-9
+
+    # The exported predictor in the eager model's place gives the same predictions file.
+    from predictor import export_model
+    from checkpoints import load_pretrained
+    import swin_transformer
+    model = swin_transformer.build_swin(tiny_config)
+    load_pretrained(model, ckpt, keep_head=True)
+    prefix = str(tmp_path / 'exported' / 'coarse')
+    export_model(model, tiny_config, prefix)
+    fast_out = tmp_path / 'eval_exported'
+    engine.run(configured(tiny_config, fast_out, **{'EVAL': True, 'MODEL.PRETRAINED': prefix}))
+    fast = np.load(fast_out / 'predictions.npz')
+    assert list(fast['paths']) == on_disk and list(fast['labels']) == expected
+    assert np.abs(fast['logits'] - pred['logits']).max() < 1e-4
 
     # Test-set mode: no annotations -> every face image of every video folder, labels -1.
     test_out = tmp_path / 'test_eval'

@@ -368,10 +368,11 @@ def main(argv=None):
     parser.add_argument('--only', nargs='+', choices=CONTENDERS, help='time only these contenders')
     parser.add_argument('--no_memory', action='store_true', help='skip the per-contender memory subprocesses')
     parser.add_argument('--no_results_md', action='store_true', help='do not rewrite benchmarks/RESULTS.md')
-    parser.add_argument('--timm_wait_policy', choices=('passive', 'default'), default='passive',
-                        help="OMP_WAIT_POLICY for PyTorch's threads. passive (default) mirrors this project's "
-                             "KMP_BLOCKTIME=0: idle threads sleep instead of spinning, which on a busy shared "
-                             "machine measured 2-3x faster for timm; 'default' leaves PyTorch's spinning")
+    parser.add_argument('--timm_wait_policy', choices=('passive', 'default'), default='default',
+                        help="OMP_WAIT_POLICY for PyTorch's threads. default (the default) runs timm as "
+                             "its users do, the fair peer on a quiet machine; passive makes idle threads "
+                             "sleep, like this project's KMP_BLOCKTIME=0, which helps timm 2-3x only when "
+                             "other jobs share the cores")
     parser.add_argument('--worker', choices=('paddle', 'torch'), help=argparse.SUPPRESS)
     parser.add_argument('--probe', choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument('--probe_batch', type=int, help=argparse.SUPPRESS)

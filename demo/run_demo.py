@@ -95,7 +95,10 @@ def main(argv=None):
     from demo.make_demo_data import make_demo_data
     data = os.path.join(work, 'data')
     summary = make_demo_data(data)
-    print(f"{summary.get('videos', '?')} videos in {os.path.relpath(data, ROOT)} ({time.perf_counter() - t:.0f} s)")
+    videos = summary.get('videos', [])
+    reused = ' (reused)' if summary.get('reused') else ''
+    print(f"{len(videos)} videos, {sum(v.get('frames', 0) for v in videos)} frames in "
+          f"{os.path.relpath(data, ROOT)}{reused} ({time.perf_counter() - t:.0f} s)")
     annotations = os.path.join(data, 'annotations')
 
     t = step('2/6 preprocess: FFmpeg frames, MTCNN detection, 5-point alignment to 224x224')

@@ -377,10 +377,8 @@ def build_parser():
 
 
 def _check_args(parser, args):
-    if args.window < 0:
-        parser.error(f"-window must be >= 0, got {args.window}")
-    if not 0.0 <= args.alpha <= 1.0:
-        parser.error(f"-alpha must be in [0, 1], got {args.alpha}")
+    from smooth_predict import check_smoothing_flags
+    check_smoothing_flags(parser, args)
     if args.workers is not None and args.workers < 0:
         parser.error(f"-workers must be >= 0, got {args.workers}")
     if args.classify_batch < 1:

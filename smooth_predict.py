@@ -613,11 +613,16 @@ def build_parser():
     return parser
 
 
-def _check_args(parser, args):
+def check_smoothing_flags(parser, args):
+    """-window / -alpha range checks, shared with predict_video.py."""
     if args.window < 0:
         parser.error(f"-window must be >= 0, got {args.window}")
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"-alpha must be in [0, 1], got {args.alpha}")
+
+
+def _check_args(parser, args):
+    check_smoothing_flags(parser, args)
     if args.plot < 0:
         parser.error(f"-plot must be >= 0, got {args.plot}")
     if args.search and not args.anno_folder:

@@ -346,18 +346,9 @@ class Compose:
         return x
 
 
-def _cfg(config, dotted, default):
-    node = config
-    for part in dotted.split('.'):
-        if not hasattr(node, part) and not (isinstance(node, dict) and part in node):
-            return default
-        node = node[part] if isinstance(node, dict) else getattr(node, part)
-    return node
-
-
 def train_transform(config):
     size = config.DATA.IMAGE_SIZE
-    inverted = bool(_cfg(config, 'DATA.RELEASE_RANDOM_APPLY', False))
+    inverted = bool(config.DATA.RELEASE_RANDOM_APPLY)
     mean, std = config.DATA.IMAGENET_MEAN, config.DATA.IMAGENET_STD
     return Compose([
         RandomApply(RandomRotation(6), 0.5, inverted),
@@ -367,8 +358,8 @@ def train_transform(config):
         RandomApply(ColorJitter(0.4, 0.4, 0.4), 0.8, inverted),
         RandomApply(GaussianBlur((0.1, 2.0)), 0.5, inverted),
         ToNormalizedArray(mean, std),
-        RandomErasing(config.TRAIN.RANDOM_ERASE_PROB, _cfg(config, 'TRAIN.RANDOM_ERASE_MODE', 'pixel'),
-                      _cfg(config, 'TRAIN.RANDOM_ERASE_COUNT', 1)),
+        RandomErasing(config.TRAIN.RANDOM_ERASE_PROB, config.TRAIN.RANDOM_ERASE_MODE,
+                      config.TRAIN.RANDOM_ERASE_COUNT),
     ])
 
 
@@ -446,11 +437,11 @@ class AbawDataset(_PaddleDataset):
 def build_dataset(config, mode):
     """mode 'train' or 'val' ('val' is also -eval)."""
     train = mode == 'train'
-    split = _cfg(config, 'DATA.TRAIN_SPLIT', 'Train_Set') if train else _cfg(config, 'DATA.VAL_SPLIT', 'Validation_Set')
+    split = config.DATA.TRAIN_SPLIT if train else config.DATA.VAL_SPLIT
     data_list = config.DATA.DATA_LIST_TRAIN if train else config.DATA.DATA_LIST_VAL
-    video_list = None if train else (_cfg(config, 'DATA.VIDEO_LIST', '') or None)
+    video_list = None if train else (config.DATA.VIDEO_LIST or None)
     samples = collect_samples(config.DATA.DATA_FOLDER, config.DATA.ANNO_FOLDER, split,
                               config.DATA.CLASS_TYPE, train, data_list or None, video_list)
     transform = train_transform(config) if train else val_transform(config)
     return AbawDataset(config.DATA.DATA_FOLDER, samples, transform,
-                       bool(_cfg(config, 'DATA.SKIP_BAD_IMAGES', False)))
+                       bool(config.DATA.SKIP_BAD_IMAGES))

@@ -28,7 +28,6 @@ import datasets
 import labels as abaw_labels
 from fileio import atomic_open, atomic_path, check_writable_dir, is_temporary
 
-cfg_get = datasets._cfg
 CHECKPOINT_RE = re.compile(r'^Epoch-(\d+)-Loss-.*\.pdparams$')
 
 
@@ -53,7 +52,7 @@ def world():
 
 
 def setup_device(config, logger):
-    wanted = cfg_get(config, 'DEVICE', '') or ''
+    wanted = config.DEVICE or ''
     has_cuda = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if not wanted:
         wanted = 'gpu' if has_cuda else 'cpu'
@@ -191,15 +190,15 @@ def _no_weight_decay(name, param):
 
 
 def build_optimizer(config, model, lr_scheduler):
-    name = cfg_get(config, 'TRAIN.OPTIMIZER.NAME', 'AdamW')
+    name = config.TRAIN.OPTIMIZER.NAME
     if name != 'AdamW':
         raise TrainingError(f"TRAIN.OPTIMIZER.NAME '{name}': only AdamW (the release's optimizer) is supported")
     decayed = {p.name for n, p in model.named_parameters() if not _no_weight_decay(n, p)}
-    betas = cfg_get(config, 'TRAIN.OPTIMIZER.BETAS', (0.9, 0.999))
+    betas = config.TRAIN.OPTIMIZER.BETAS
     clip = paddle.nn.ClipGradByGlobalNorm(config.TRAIN.GRAD_CLIP) if config.TRAIN.GRAD_CLIP else None
     return paddle.optimizer.AdamW(
         learning_rate=lr_scheduler, beta1=betas[0], beta2=betas[1],
-        epsilon=cfg_get(config, 'TRAIN.OPTIMIZER.EPS', 1e-8), parameters=model.parameters(),
+        epsilon=config.TRAIN.OPTIMIZER.EPS, parameters=model.parameters(),
         weight_decay=config.TRAIN.WEIGHT_DECAY, apply_decay_param_fun=lambda n: n in decayed,
         grad_clip=clip)
 
@@ -219,14 +218,14 @@ class Mixup:
     def __init__(self, config, num_classes):
         t = config.TRAIN
         self.mixup_alpha, self.cutmix_alpha = t.MIXUP_ALPHA, t.CUTMIX_ALPHA
-        self.cutmix_minmax = cfg_get(config, 'TRAIN.CUTMIX_MINMAX', None)
+        self.cutmix_minmax = config.TRAIN.CUTMIX_MINMAX
         self.prob = t.MIXUP_PROB
-        self.switch_prob = cfg_get(config, 'TRAIN.MIXUP_SWITCH_PROB', 0.5)
+        self.switch_prob = config.TRAIN.MIXUP_SWITCH_PROB
         self.smoothing, self.num_classes = t.SMOOTHING, num_classes
         # Own generator: the data loader's prefetch thread draws from the global numpy RNG for the
         # augmentations concurrently, which would make the mixing order-dependent (non-reproducible).
         self.rng = np.random.RandomState(0)
-        mode = cfg_get(config, 'TRAIN.MIXUP_MODE', 'batch')
+        mode = config.TRAIN.MIXUP_MODE
         if mode != 'batch':
             raise TrainingError(f"TRAIN.MIXUP_MODE '{mode}': only 'batch' is supported")
 
@@ -236,7 +235,7 @@ class Mixup:
     @staticmethod
     def enabled(config):
         t = config.TRAIN
-        return t.MIXUP_PROB > 0 and (t.MIXUP_ALPHA > 0 or t.CUTMIX_ALPHA > 0 or cfg_get(config, 'TRAIN.CUTMIX_MINMAX', None))
+        return t.MIXUP_PROB > 0 and (t.MIXUP_ALPHA > 0 or t.CUTMIX_ALPHA > 0 or config.TRAIN.CUTMIX_MINMAX)
 
     def _cut_box(self, lam, height, width):
         if self.cutmix_minmax:
@@ -378,15 +377,9 @@ def find_resume_checkpoint(output_dir, logger):
     return None
 
 
-def checkpoint_num_classes(state):
-    """Classifier width of a checkpoint in any release layout (None when it has no fc)."""
-    weights = state.get('model_ema') or state.get('model') or state
-    fc = weights.get('fc.weight') if isinstance(weights, dict) else None
-    return None if fc is None else int(fc.shape[-1])
-
-
 def check_num_classes(state, path, config):
-    found = checkpoint_num_classes(state)
+    import checkpoints
+    found = checkpoints.checkpoint_num_classes(state['model'])
     wanted = config.MODEL.NUM_CLASSES
     if found is not None and found != wanted:
         raise CheckpointError(
@@ -722,7 +715,7 @@ def run(config, output_given=True, distributed=False):
                                 config.TRAIN.NUM_EPOCHS, updates_per_epoch)
     if config.MODEL.PRETRAINED and not config.MODEL.RESUME:
         load_weights(model, config.MODEL.PRETRAINED, config, logger, strict_head=False)
-    ema = ModelEma(model, cfg_get(config, 'TRAIN.MODEL_EMA_DECAY', 0.99996)) if config.TRAIN.MODEL_EMA else None
+    ema = ModelEma(model, config.TRAIN.MODEL_EMA_DECAY) if config.TRAIN.MODEL_EMA else None
     optimizer = build_optimizer(config, model, lr_scheduler)
     scaler = paddle.amp.GradScaler() if use_amp else None
     mixup = Mixup(config, config.MODEL.NUM_CLASSES) if Mixup.enabled(config) else None
@@ -743,7 +736,7 @@ def run(config, output_given=True, distributed=False):
         model = paddle.DataParallel(model)
     eval_model = None
 
-    keep = int(cfg_get(config, 'TRAIN.KEEP_CHECKPOINTS', 0) or 0)
+    keep = int(config.TRAIN.KEEP_CHECKPOINTS or 0)
     last_good = resume
     last_scores = None
     for epoch in range(last_epoch + 1, config.TRAIN.NUM_EPOCHS + 1):

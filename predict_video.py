@@ -421,11 +421,9 @@ def run(args):
     check_writable_dir(args.output, '-output')
 
     # Heavy imports only once the arguments are known to be good, so mistakes are reported fast.
-    from concurrent.futures.process import BrokenProcessPool
-
     from tqdm import tqdm
 
-    from preprocess.pipeline import Detector, clean_stale_temporaries
+    from preprocess.pipeline import VIDEO_FAILURES, Detector, clean_stale_temporaries, video_failure
     from preprocess.video import probe_frame_count
 
     clean_stale_temporaries(args.output)  # what a killed run left never looks finished
@@ -470,15 +468,8 @@ def run(args):
                                              progress=bar.update)
                 write_outputs(path, name, args.output, analysis, args.fusion, args.window,
                               args.alpha, args.annotate, fps)
-            except VideoDecodeError as err:
-                failures.append(f"{name}: {err}")
-                continue
-            except BrokenProcessPool as err:
-                failures.append(f"{name}: a detection worker died ({err}); restarting workers")
-                detector.restart()
-                continue
-            except (OSError, ValueError, RuntimeError) as err:
-                failures.append(f"{name}: {type(err).__name__}: {err}")
+            except VIDEO_FAILURES as err:
+                failures.append(video_failure(name, err, detector))
                 continue
             wall = time.perf_counter() - started
             faces = int(analysis['face_frames'].size)

@@ -1,12 +1,11 @@
 """`python -m preprocess VIDEO_DIR OUT_DIR ...`: raw videos to aligned 224x224 face folders."""
 import argparse
-from concurrent.futures.process import BrokenProcessPool
 import os
 import sys
 
 from fileio import check_writable_dir, is_inside
 from labels import AnnotationError, read_annotation, split_person
-from preprocess.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_file, probe_frame_count
+from preprocess.video import VIDEO_EXTENSIONS, is_video_file, probe_frame_count
 
 ANNOTATION_SUBSETS = ('Train_Set', 'Validation_Set')
 
@@ -151,15 +150,8 @@ def main(argv=None):
                             path, args.out_dir, outputs, detector=detector, batch_size=args.batch_size,
                             jpeg_quality=args.jpeg_quality, prefer_system_ffmpeg=args.system_ffmpeg,
                             progress=bar.update, manifest_extra=extra)
-                except VideoDecodeError as err:
-                    failures.append(f"{names}: {err}")
-                    continue
-                except BrokenProcessPool as err:
-                    failures.append(f"{names}: a detection worker died ({err}); restarting workers")
-                    detector.restart()
-                    continue
-                except (OSError, ValueError, RuntimeError) as err:
-                    failures.append(f"{names}: {type(err).__name__}: {err}")
+                except pipeline.VIDEO_FAILURES as err:
+                    failures.append(pipeline.video_failure(names, err, detector))
                     continue
                 for name, summary in summaries.items():
                     done += 1

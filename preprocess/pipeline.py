@@ -13,6 +13,7 @@ run leaves only a temporary folder (fileio.is_temporary) that the next run delet
 """
 import collections
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import csv
 import json
 import multiprocessing
@@ -69,6 +70,21 @@ def _init_worker(aligner_kwargs, torch_threads):
 
 def _detect_in_worker(frames):
     return _worker_aligner.detect_batch(frames)
+
+
+# What stops one video without stopping a folder run (preprocess and predict_video alike).
+VIDEO_FAILURES = (VideoDecodeError, BrokenProcessPool, OSError, ValueError, RuntimeError)
+
+
+def video_failure(label, err, detector):
+    """The summary line for a video that raised one of VIDEO_FAILURES. A crashed detection worker
+    breaks the whole pool, so the pool is replaced here for the videos that follow."""
+    if isinstance(err, VideoDecodeError):
+        return f"{label}: {err}"
+    if isinstance(err, BrokenProcessPool):
+        detector.restart()
+        return f"{label}: a detection worker died ({err}); restarting workers"
+    return f"{label}: {type(err).__name__}: {err}"
 
 
 class Detector:

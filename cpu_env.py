@@ -17,7 +17,7 @@ def _available_cores():
         return os.cpu_count() or 1
 
 
-def _processes_on_this_machine():
+def processes_on_this_machine():
     # paddle.distributed.launch starts one process per device; they share the cores.
     for name in ('PADDLE_LOCAL_SIZE', 'PADDLE_TRAINERS_NUM'):
         value = os.environ.get(name, '')
@@ -27,7 +27,7 @@ def _processes_on_this_machine():
 
 
 def threads_per_process():
-    return max(1, _available_cores() // _processes_on_this_machine())
+    return max(1, _available_cores() // processes_on_this_machine())
 
 
 def apply():

@@ -17,9 +17,11 @@ import math
 import os
 import random
 import re
+import shutil
 import sys
 import time
 
+import cpu_env  # (threading / MKL settings before paddle is imported)
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -140,17 +142,64 @@ class EpochBatchSampler(paddle.io.Sampler):
         return int(math.ceil(self.per_rank / self.batch_size))
 
 
-def build_loader(dataset, config, train, rank, world_size):
+SHARED_MEMORY_DIR = '/dev/shm'
+
+
+def shared_memory_fits(config, batch_size, workers, processes=1, prefetch=None, folder=SHARED_MEMORY_DIR):
+    """(fits, bytes needed, bytes free): can `folder` hold every batch the loaders keep in flight?
+
+    Each worker keeps DATA.PREFETCH_FACTOR float32 batches ready in shared memory, in every
+    training process on the machine, and the main process holds two more (the one in use and
+    the one its reader thread has taken).
+    """
+    size, channels = int(config.DATA.IMAGE_SIZE), int(config.DATA.IMAGE_CHANNELS)
+    prefetch = int(config.DATA.PREFETCH_FACTOR if prefetch is None else prefetch)
+    in_flight = processes * (workers * max(1, prefetch) + 2)
+    needed = in_flight * batch_size * channels * size * size * 4
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # no such folder (not Linux): Paddle then uses its own mechanism
+        return True, needed, None
+    return needed <= free, needed, free
+
+
+def build_loader(dataset, config, train, rank, world_size, logger=None):
     batch_size = config.DATA.BATCH_SIZE if train else (config.DATA.BATCH_SIZE_EVAL or config.DATA.BATCH_SIZE)
     sampler = EpochBatchSampler(len(dataset), batch_size, rank, world_size, shuffle=train,
                                 seed=config.SEED)
-    workers = config.DATA.NUM_WORKERS
+    workers = int(config.DATA.NUM_WORKERS)
+    if workers < 0:
+        raise ValueError(f"DATA.NUM_WORKERS must be 0 or more, not {workers}")
+    if int(config.DATA.PREFETCH_FACTOR) < 1:
+        raise ValueError(f"DATA.PREFETCH_FACTOR must be 1 or more, not {config.DATA.PREFETCH_FACTOR}")
+    prefetch = int(config.DATA.PREFETCH_FACTOR)
+    shared = bool(config.DATA.USE_SHARED_MEMORY) and workers > 0
+    if shared:
+        # A docker container's default /dev/shm is 64 MB; overflowing it kills a worker with a
+        # bus error that names nothing, so check up front. Pipes carry float32 batches ~8x slower
+        # than shared memory here (benchmarks/RESULTS.md), so first try fewer batches in flight.
+        processes = cpu_env.processes_on_this_machine()
+        fits, needed, free = shared_memory_fits(config, batch_size, workers, processes)
+        if not fits:
+            config_prefetch = prefetch
+            if prefetch > 1 and shared_memory_fits(config, batch_size, workers, processes, prefetch=1)[0]:
+                prefetch, fallback = 1, "keeping 1 batch per worker instead"
+            else:
+                shared, fallback = False, "handing batches over through pipes instead (several times slower)"
+            if logger is not None and rank == 0:
+                logger.warning(
+                    f"{SHARED_MEMORY_DIR} has {free / 2**20:.0f} MB free but the {'training' if train else 'validation'} "
+                    f"loader would need {needed / 2**20:.0f} MB (DATA.NUM_WORKERS {workers} x DATA.PREFETCH_FACTOR "
+                    f"{config_prefetch} batches of {batch_size}); {fallback}. Enlarge it (e.g. docker run "
+                    f"--shm-size=8g) or lower DATA.PREFETCH_FACTOR / DATA.NUM_WORKERS / -batch_size.")
     # Without workers, Paddle's prefetch thread hangs the loop forever when a sample raises; load
     # in the main thread instead (the deterministic NUM_WORKERS 0 mode is for tests and resume checks).
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                  use_buffer_reader=workers > 0,
+                                  use_buffer_reader=workers > 0, prefetch_factor=prefetch,
+                                  use_shared_memory=shared,
                                   worker_init_fn=_worker_init(config.SEED, rank) if workers else None)
     return loader, sampler
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,7 +726,7 @@ def run(config, output_given=True, distributed=False):
     val_set = datasets.build_dataset(config, 'val')
     logger.info(f"validation frames: {len(val_set)} ({config.DATA.CLASS_TYPE}, "
                 f"{int(sum(1 for _, l in val_set.samples if l >= 0))} labelled in its classes)")
-    val_loader, _ = build_loader(val_set, config, False, rank, world_size)
+    val_loader, _ = build_loader(val_set, config, False, rank, world_size, logger)
     model = swin_transformer.build_swin(config)
 
     if config.EVAL:
@@ -707,7 +756,7 @@ def run(config, output_given=True, distributed=False):
 
     train_set = datasets.build_dataset(config, 'train')
     logger.info(f"training frames: {len(train_set)}")
-    train_loader, train_sampler = build_loader(train_set, config, True, rank, world_size)
+    train_loader, train_sampler = build_loader(train_set, config, True, rank, world_size, logger)
     accum = max(1, config.TRAIN.ACCUM_ITER)
     updates_per_epoch = int(math.ceil(len(train_loader) / accum))
     base_lr, warmup_lr, end_lr = scaled_learning_rates(config, world_size)

@@ -8,9 +8,13 @@ right after another), and the figure is the median over rounds. Other jobs on a 
 slow all contenders alike within a round, which is why the ratios (ours / timm's images per
 second) are the numbers to read, not the absolute rates.
 
-Paddle and PyTorch each run in their own worker process, driven in lock-step by this one: loaded
-into one process, their two OpenMP runtimes (Intel's for Paddle's MKL, GNU's for PyTorch) slowed
-each other's matrix products 2-3x here, which no user would see.
+Every contender runs in its own worker process, driven in lock-step by this one, as a user would
+run it (an evaluation does not also train, nor hold an oneDNN predictor next to an eager model):
+- loaded into one process, Paddle's and PyTorch's two OpenMP runtimes (Intel's for Paddle's MKL,
+  GNU's for PyTorch) slowed each other's matrix products 2-3x here;
+- a oneDNN `paddle.inference` predictor created in the process slowed the eager Paddle model
+  next to it by a quarter (4.71 -> 3.40 images/s, batch 8), so sharing a worker would have
+  charged the predictor's cost to eager inference and training.
 
 Training step = forward, cross-entropy, backward, AdamW update (drop-path 0.3 in both, as in the
 project's config). Peak memory is measured afterwards in a fresh subprocess per contender
@@ -19,6 +23,7 @@ and its increase over the RSS just before the first step. The compute limit is t
 2048-square float32 matmul rate divided by the model's FLOPs (multiply-adds counted twice here).
 """
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -114,6 +119,10 @@ class Setup:
             self._ours = build_swin(self.config)
         return self._ours
 
+    def drop_eager_model(self):
+        self._ours = None
+        gc.collect()
+
     def predictor(self):
         if self._predictor is None:
             from predictor import Predictor, export_model
@@ -202,7 +211,10 @@ class Setup:
 
 
 def check_predictor(setup):
-    """Largest |predictor - eager| logit difference on one batch (should be < 1e-4)."""
+    """Largest |predictor - eager| logit difference on one batch (should be < 1e-4).
+
+    Leaves only the predictor loaded, as in an evaluation through an exported model.
+    """
     import numpy as np
     import paddle
     images = np.random.RandomState(1).randn(2, 3, 224, 224).astype('float32')
@@ -210,7 +222,9 @@ def check_predictor(setup):
     model.eval()
     with paddle.no_grad():
         eager = model(paddle.to_tensor(images)).numpy()
-    return float(np.abs(setup.predictor()(images) - eager).max())
+    predictor = setup.predictor()
+    setup.drop_eager_model()
+    return float(np.abs(predictor(images) - eager).max())
 
 
 FRAMEWORK = {'ours_eager_infer': 'paddle', 'ours_predictor_infer': 'paddle', 'ours_eager_train': 'paddle',
@@ -218,8 +232,8 @@ FRAMEWORK = {'ours_eager_infer': 'paddle', 'ours_predictor_infer': 'paddle', 'ou
 MARK = '@@bench_swin@@ '
 
 
-def worker(framework):
-    """Serve prepare / time requests (JSON lines on stdin) for one framework's contenders."""
+def worker(name):
+    """Serve prepare / time requests (JSON lines on stdin) for one contender."""
     reply_to = sys.stdout
     sys.stdout = sys.stderr  # library chatter must not mix with replies
     setup, steps = None, {}
@@ -229,14 +243,15 @@ def worker(framework):
             config = _config()
             export_dir = tempfile.mkdtemp(prefix='bench_swin_')
             setup = Setup(num_classes=int(config.MODEL.NUM_CLASSES), export_dir=export_dir)
-            reply = {'matmul_gflops': matmul_gflops(framework)}
-            if 'ours_predictor_infer' in request['contenders']:
+            reply = {}
+            if request['matmul']:
+                reply['matmul_gflops'] = matmul_gflops(FRAMEWORK[name])
+            if name == 'ours_predictor_infer':
                 reply['predictor_max_abs_diff'] = check_predictor(setup)
-            for name in request['contenders']:
-                for b in request['batch_sizes']:
-                    steps[(name, b)] = setup.step(name, b)
-                    for _ in range(request['warmup']):
-                        steps[(name, b)]()
+            for b in request['batch_sizes']:
+                steps[(name, b)] = setup.step(name, b)
+                for _ in range(request['warmup']):
+                    steps[(name, b)]()
         elif request['cmd'] == 'time':
             step = steps[(request['name'], request['batch'])]
             start = time.perf_counter()
@@ -250,9 +265,9 @@ def worker(framework):
 
 
 class Worker:
-    def __init__(self, framework, env=None):
-        self.framework = framework
-        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker', framework],
+    def __init__(self, name, env=None):
+        self.name = name
+        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker', name],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=dict(os.environ, **(env or {})))
 
@@ -262,7 +277,7 @@ class Worker:
         for line in self.process.stdout:
             if line.startswith(MARK):
                 return json.loads(line[len(MARK):])
-        raise RuntimeError(f"{self.framework} benchmark worker exited (code {self.process.wait()}); "
+        raise RuntimeError(f"{self.name} benchmark worker exited (code {self.process.wait()}); "
                            f"its error is above")
 
     def close(self):
@@ -275,20 +290,21 @@ class Worker:
 
 
 def run_alternating(batch_sizes, rounds, warmup, contenders, torch_env=None):
-    frameworks = sorted({FRAMEWORK[name] for name in contenders})
-    workers = {f: Worker(f, torch_env if f == 'torch' else None) for f in frameworks}
+    workers = {name: Worker(name, torch_env if FRAMEWORK[name] == 'torch' else None) for name in contenders}
     prepared = {}
     try:
-        for f, w in workers.items():  # one after the other, so set-up does not overlap timing
-            prepared[f] = w.ask(cmd='prepare', contenders=[n for n in contenders if FRAMEWORK[n] == f],
-                                batch_sizes=batch_sizes, warmup=warmup)
+        for name, w in workers.items():  # one after the other, so set-up does not overlap timing
+            framework = FRAMEWORK[name]
+            reply = w.ask(cmd='prepare', batch_sizes=batch_sizes, warmup=warmup,
+                          matmul=framework not in prepared)  # the matmul rate once per framework
+            prepared.setdefault(framework, {}).update(reply)
         keys = [(name, b) for b in batch_sizes for name in contenders]
         calls = {b: max(1, 8 // b) for b in batch_sizes}  # ~8 images per sample even at batch 1
         samples = {key: [] for key in keys}
         for r in range(rounds):
             order = keys[r % len(keys):] + keys[:r % len(keys)]
             for name, b in order:
-                seconds = workers[FRAMEWORK[name]].ask(cmd='time', name=name, batch=b, calls=calls[b])['seconds']
+                seconds = workers[name].ask(cmd='time', name=name, batch=b, calls=calls[b])['seconds']
                 samples[(name, b)].append(calls[b] * b / seconds)
             rates = ', '.join(f"{k[0]}@{k[1]} {samples[k][-1]:.2f}" for k in keys)
             print(f"round {r + 1}/{rounds} (images/s): {rates}", flush=True)
@@ -328,7 +344,7 @@ def measure_memory(names, batch_sizes):
 def report(results, info):
     lines = ["## Swin-S 224, float32, CPU (`benchmarks/bench_swin.py`)", "", machine_markdown(info)]
     load = results['load_average_at_end']
-    lines.append(f"Paddle and PyTorch in separate worker processes, timed alternately: {results['rounds']} rounds "
+    lines.append(f"Each contender in its own worker process, timed alternately: {results['rounds']} rounds "
                  f"(median reported), warm-up {results['warmup']} per contender. PyTorch worker environment: "
                  f"{results['timm_env'] or 'defaults'}. Load average at end: "
                  f"{', '.join('%.1f' % v for v in load) if load else 'n/a'}.\n")
@@ -373,7 +389,7 @@ def main(argv=None):
                              "its users do, the fair peer on a quiet machine; passive makes idle threads "
                              "sleep, like this project's KMP_BLOCKTIME=0, which helps timm 2-3x only when "
                              "other jobs share the cores")
-    parser.add_argument('--worker', choices=('paddle', 'torch'), help=argparse.SUPPRESS)
+    parser.add_argument('--worker', choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument('--probe', choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument('--probe_batch', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

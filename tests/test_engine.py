@@ -307,3 +307,34 @@ def test_output_folder_is_locked_and_leftover_temporaries_cleared(tmp_path):
     done = subprocess.run([sys.executable, '-c', code, str(out)], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 3 and 'another run' in done.stdout and str(os.getpid()) in done.stdout
+
+
+def test_loader_takes_prefetch_and_shared_memory_keys_and_fits_shm(tiny_config, monkeypatch):
+    import logging
+    from collections import namedtuple
+    dataset = list(range(64))
+    batch = int(tiny_config.DATA.BATCH_SIZE)
+    image_bytes = 3 * int(tiny_config.DATA.IMAGE_SIZE) ** 2 * 4
+    warnings = []
+    logger = logging.getLogger('test_loader_keys')
+    monkeypatch.setattr(logger, 'warning', warnings.append)
+    monkeypatch.setattr(engine.cpu_env, 'processes_on_this_machine', lambda: 1)
+    usage = namedtuple('usage', 'total used free')
+
+    def loader_with_free_shm(free_batches, **changes):
+        monkeypatch.setattr(engine.shutil, 'disk_usage', lambda folder: usage(0, 0, free_batches * batch * image_bytes))
+        cfg = configured(tiny_config, '/nonexistent', **{'DATA.NUM_WORKERS': 4, **changes})
+        return engine.build_loader(dataset, cfg, True, 0, 1, logger)[0]
+
+    # 4 workers x 3 batches + the 2 the training loop holds
+    roomy = loader_with_free_shm(14, **{'DATA.PREFETCH_FACTOR': 3})
+    assert (roomy.prefetch_factor, roomy.use_shared_memory, warnings) == (3, True, [])
+    tight = loader_with_free_shm(13, **{'DATA.PREFETCH_FACTOR': 3})
+    assert (tight.prefetch_factor, tight.use_shared_memory) == (1, True)
+    assert 'DATA.PREFETCH_FACTOR 3' in warnings[-1] and '1 batch per worker' in warnings[-1]
+    tiny = loader_with_free_shm(5)
+    assert tiny.use_shared_memory is False and 'pipes' in warnings[-1] and '--shm-size' in warnings[-1]
+    switched_off = loader_with_free_shm(100, **{'DATA.USE_SHARED_MEMORY': False})
+    assert switched_off.use_shared_memory is False
+    with pytest.raises(ValueError, match='DATA.PREFETCH_FACTOR'):
+        loader_with_free_shm(100, **{'DATA.PREFETCH_FACTOR': 0})

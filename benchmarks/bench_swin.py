@@ -12,9 +12,10 @@ Every contender runs in its own worker process, driven in lock-step by this one,
 run it (an evaluation does not also train, nor hold an oneDNN predictor next to an eager model):
 - loaded into one process, Paddle's and PyTorch's two OpenMP runtimes (Intel's for Paddle's MKL,
   GNU's for PyTorch) slowed each other's matrix products 2-3x here;
-- a oneDNN `paddle.inference` predictor created in the process slowed the eager Paddle model
-  next to it by a quarter (4.71 -> 3.40 images/s, batch 8), so sharing a worker would have
-  charged the predictor's cost to eager inference and training.
+- each `paddle.inference` run used to leave MKL / OpenMP at one thread for eager Paddle in the
+  same process (training step 1.56 -> 1.06 images/s, batch 8); predictor.py now restores the
+  thread count, but separate workers keep any such coupling out of the figures. The ratios in
+  RESULTS.md before this change (eager training 0.51x timm) were measured with that handicap.
 
 Training step = forward, cross-entropy, backward, AdamW update (drop-path 0.3 in both, as in the
 project's config). Peak memory is measured afterwards in a fresh subprocess per contender

@@ -113,3 +113,16 @@ def test_training_and_inference_window_paths_agree():
     with paddle.no_grad():
         trained_path = model(images).numpy()
     np.testing.assert_allclose(trained_path, evaluated, atol=1e-5, rtol=0)
+
+
+def test_predictor_run_leaves_eager_math_threads_alone(exported):
+    """A predictor run used to leave MKL at 1 thread for eager Paddle in the same process."""
+    import ctypes
+    import cpu_env
+    mkl_path = os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libmklml_intel.so')
+    if not os.path.exists(mkl_path) or cpu_env.threads_per_process() < 2:
+        pytest.skip('needs Paddle built with MKL and 2 or more cores to see a thread count change')
+    mkl = ctypes.CDLL(mkl_path)
+    _config, _model, prefix = exported
+    Predictor(prefix)(np.zeros((2, 3, 56, 56), np.float32))
+    assert mkl.MKL_Get_Max_Threads() == cpu_env.threads_per_process()

@@ -129,7 +129,8 @@ def implication(per_worker, transport, batch_size, config):
             f"loader gives at least ~{deliver:.0f} images/s, {deliver / GPU_IMAGES_PER_S:.1f}x what the GPU uses. "
             f"The defaults (DATA.USE_SHARED_MEMORY True, DATA.PREFETCH_FACTOR {config.DATA.PREFETCH_FACTOR}) keep "
             f"{config.DATA.PREFETCH_FACTOR} batches ready per worker and need {needed / 2**30:.1f} GiB of /dev/shm "
-            f"at batch {batch_size} with {workers} workers; with less, the loader says so and falls back to pipes.")
+            f"at batch {batch_size} with {workers} workers; with less, the loader says so and keeps 1 batch per "
+            f"worker, or uses pipes if even that does not fit.")
 
 
 def run_script(args):

@@ -349,19 +349,22 @@ def report(results, info):
                  f"(median reported), warm-up {results['warmup']} per contender. PyTorch worker environment: "
                  f"{results['timm_env'] or 'defaults'}. Load average at end: "
                  f"{', '.join('%.1f' % v for v in load) if load else 'n/a'}.\n")
-    lines.append("| batch | contender | images/s (median) | min-max | ratio to timm | peak RSS MB (+step) |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| batch | contender | images/s (median) | min-max | ratio to timm | per-round ratio (median) "
+                 "| peak RSS MB (+step) |")
+    lines.append("|---|---|---|---|---|---|---|")
     for b in results['batch_sizes']:
         for name in results['contenders']:
             key = f"{name}_b{b}"
             if key not in results['images_per_s']:
                 continue
             ratio = results['ratios'].get(f"{name}_vs_timm_b{b}")
+            per_round = results['round_ratio_medians'].get(f"{name}_vs_timm_b{b}")
             mem = results['memory'].get(key)
             mem_text = f"{mem['peak_rss_mb']:.0f} (+{mem['increase_mb']:.0f})" if mem else 'n/a'
             lo, hi = results['range'][key]
             lines.append(f"| {b} | {LABELS[name]} | {results['images_per_s'][key]:.2f} | {lo:.2f}-{hi:.2f} | "
-                         f"{'%.2fx' % ratio if ratio else '-'} | {mem_text} |")
+                         f"{'%.2fx' % ratio if ratio else '-'} | {'%.2fx' % per_round if per_round else '-'} | "
+                         f"{mem_text} |")
     limit = results['compute_limit']
     lines += ["", f"Compute limit: {limit['forward_gflops_per_image']:.1f} GFLOPs per image forward; "
               "measured 2048-square float32 matmul "
@@ -388,8 +391,7 @@ def main(argv=None):
     parser.add_argument('--timm_wait_policy', choices=('passive', 'default'), default='default',
                         help="OMP_WAIT_POLICY for PyTorch's threads. default (the default) runs timm as "
                              "its users do, the fair peer on a quiet machine; passive makes idle threads "
-                             "sleep, like this project's KMP_BLOCKTIME=0, which helps timm 2-3x only when "
-                             "other jobs share the cores")
+                             "sleep at once, which helps timm 2-3x only when other jobs share the cores")
     parser.add_argument('--worker', choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument('--probe', choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument('--probe_batch', type=int, help=argparse.SUPPRESS)
@@ -426,7 +428,7 @@ def main(argv=None):
     results = {'machine': info, 'timm_env': torch_env, 'rounds': rounds, 'warmup': warmup, 'batch_sizes': args.batch_sizes,
                'contenders': contenders, 'compute_limit': compute_limit, 'predictor_max_abs_diff': diff,
                'load_average_at_end': load_average(), 'images_per_s': {}, 'range': {}, 'samples': {},
-               'ratios': {}}
+               'ratios': {}, 'round_ratio_medians': {}}
     for (name, b), values in samples.items():
         key = f"{name}_b{b}"
         results['images_per_s'][key] = median(values)
@@ -442,7 +444,11 @@ def main(argv=None):
             if ref and f"{ref}_b{b}" in results['images_per_s']:
                 ratio = ours / results['images_per_s'][f"{ref}_b{b}"]
                 results['ratios'][f"{name}_vs_timm_b{b}"] = ratio
-                text += f"   {ratio:.2f}x timm"
+                # Both were timed in every round, minutes apart at most: the per-round ratios
+                # shrug off a slow stretch of the machine that the medians of rates can straddle.
+                per_round = median([o / t for o, t in zip(samples[(name, b)], samples[(ref, b)])])
+                results['round_ratio_medians'][f"{name}_vs_timm_b{b}"] = per_round
+                text += f"   {ratio:.2f}x timm (median of per-round ratios {per_round:.2f}x)"
             print(text)
     for short, name in (('predictor_vs_timm_infer', 'ours_predictor_infer'),
                         ('eager_vs_timm_infer', 'ours_eager_infer'), ('eager_vs_timm_train', 'ours_eager_train')):

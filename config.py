@@ -262,8 +262,9 @@ def add_common_args(parser):
     parser.add_argument('-seed', type=int, default=None)
     parser.add_argument('-eval', action='store_true')
     parser.add_argument('-amp', action='store_true')
-    parser.add_argument('-opts', nargs='+', default=None, metavar='KEY VALUE',
-                        help='override config keys, e.g. -opts TRAIN.NUM_EPOCHS 3')
+    # extend: a launcher's -opts and the user's own -opts after it both apply, the user's last.
+    parser.add_argument('-opts', nargs='+', action='extend', default=None, metavar='KEY VALUE',
+                        help='override config keys, e.g. -opts TRAIN.NUM_EPOCHS 3 (may be repeated)')
     return parser
 
 

@@ -218,7 +218,7 @@ def main(argv=None):
                  f"- Decode + training augmentation, one worker: **{per_worker:.0f} images/s**; "
                  f"decode + validation transform: {results['val_transform_images_per_s_per_worker']:.0f} images/s "
                  f"({count} distinct 224x224 JPEG faces).",
-                 "- paddle.io.DataLoader, training transform, batch 32: " + ', '.join(
+                 "- engine.build_loader (the project's loader defaults), training transform, batch 32: " + ', '.join(
                      f"{w} worker(s) {r:.0f} images/s" for w, r in results['loader_images_per_s'].items()) + '.',
                  f"- Transport alone (samples that cost nothing, 2 workers, batch {transport_batch} float32): "
                  f"shared memory {shared_rate:.0f} images/s, pipes "

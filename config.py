@@ -34,9 +34,9 @@ _C.DATA.IMAGE_CHANNELS = 3
 _C.DATA.CROP_PCT = 0.9  # validation resize = floor(IMAGE_SIZE / CROP_PCT), then center crop
 _C.DATA.NUM_WORKERS = 2
 # added: batches each loader worker keeps ready, and whether workers hand batches over through
-# shared memory (twice the transport rate of pickling through a pipe here; benchmarks/RESULTS.md).
-# If /dev/shm cannot hold NUM_WORKERS * PREFETCH_FACTOR batches, the loader falls back to pipes and
-# says so, instead of dying with a bus error inside a worker.
+# shared memory (5-6x the rate of pipes for float32 batches of 256 here; benchmarks/RESULTS.md).
+# If /dev/shm cannot hold them, the loader keeps 1 batch per worker or else uses pipes, and says
+# so, instead of dying with a bus error inside a worker.
 _C.DATA.PREFETCH_FACTOR = 2
 _C.DATA.USE_SHARED_MEMORY = True
 _C.DATA.IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -176,7 +176,7 @@ def build_loader(dataset, config, train, rank, world_size, logger=None):
     shared = bool(config.DATA.USE_SHARED_MEMORY) and workers > 0
     if shared:
         # A docker container's default /dev/shm is 64 MB; overflowing it kills a worker with a
-        # bus error that names nothing, so check up front. Pipes carry float32 batches ~8x slower
+        # bus error that names nothing, so check up front. Pipes carry float32 batches 5-6x slower
         # than shared memory here (benchmarks/RESULTS.md), so first try fewer batches in flight.
         processes = cpu_env.processes_on_this_machine()
         fits, needed, free = shared_memory_fits(config, batch_size, workers, processes)
@@ -199,7 +199,6 @@ def build_loader(dataset, config, train, rank, world_size, logger=None):
                                   use_shared_memory=shared,
                                   worker_init_fn=_worker_init(config.SEED, rank) if workers else None)
     return loader, sampler
-
 
 
 # ---------------------------------------------------------------------------------------------

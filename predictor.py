@@ -99,7 +99,8 @@ def _restore_eager_threads():
     check) silently ran single-threaded: a Swin-S training step fell from 1.56 to 1.06 images/s
     here after one predictor call.
     """
-    set_num_threads = getattr(paddle.base.core, 'set_num_threads', None)
+    core = getattr(getattr(paddle, 'base', None), 'core', None)
+    set_num_threads = getattr(core, 'set_num_threads', None)
     if set_num_threads is not None:
         set_num_threads(cpu_env.threads_per_process())
 

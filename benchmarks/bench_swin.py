@@ -9,7 +9,7 @@ slow all contenders alike within a round, which is why the ratios (ours / timm's
 second) are the numbers to read, not the absolute rates.
 
 Every contender runs in its own worker process, driven in lock-step by this one, as a user would
-run it (an evaluation does not also train, nor hold an oneDNN predictor next to an eager model):
+run it (an evaluation does not also train, nor hold a oneDNN predictor next to an eager model):
 - loaded into one process, Paddle's and PyTorch's two OpenMP runtimes (Intel's for Paddle's MKL,
   GNU's for PyTorch) slowed each other's matrix products 2-3x here;
 - each `paddle.inference` run used to leave MKL / OpenMP at one thread for eager Paddle in the

@@ -110,6 +110,7 @@ class _ReadySamples:
 def transport_rate(config, workers, shared_memory, batch_size, batches):
     """images/s from workers to the training loop when making a sample costs nothing."""
     import paddle
+    # A paddle Dataset subclass made here, since this script imports paddle only when it runs.
     dataset = type('ReadySamples', (_ReadySamples, paddle.io.Dataset), {})(
         int(config.DATA.IMAGE_SIZE), (batches + 2) * batch_size)
     loader = _loader(config, dataset, workers, batch_size, USE_SHARED_MEMORY=shared_memory)
@@ -126,7 +127,7 @@ def implication(per_worker, transport, batch_size, config):
             f"augmentation could deliver ~{workers * per_worker:.0f} images/s and the shared-memory hand-over, "
             f"measured here with 2 cores shared between the workers and the training loop, carries "
             f"{transport['shared_memory']:.0f} images/s (pipes: {transport['pipes']:.0f}, too slow), so the "
-            f"loader gives at least ~{deliver:.0f} images/s, {deliver / GPU_IMAGES_PER_S:.1f}x what the GPU uses. "
+            f"loader should give about {deliver:.0f} images/s, {deliver / GPU_IMAGES_PER_S:.1f}x what the GPU uses. "
             f"The defaults (DATA.USE_SHARED_MEMORY True, DATA.PREFETCH_FACTOR {config.DATA.PREFETCH_FACTOR}) keep "
             f"{config.DATA.PREFETCH_FACTOR} batches ready per worker and need {needed / 2**30:.1f} GiB of /dev/shm "
             f"at batch {batch_size} with {workers} workers; with less, the loader says so and keeps 1 batch per "

@@ -170,9 +170,9 @@ def build_loader(dataset, config, train, rank, world_size, logger=None):
     workers = int(config.DATA.NUM_WORKERS)
     if workers < 0:
         raise ValueError(f"DATA.NUM_WORKERS must be 0 or more, not {workers}")
-    if int(config.DATA.PREFETCH_FACTOR) < 1:
-        raise ValueError(f"DATA.PREFETCH_FACTOR must be 1 or more, not {config.DATA.PREFETCH_FACTOR}")
     prefetch = int(config.DATA.PREFETCH_FACTOR)
+    if prefetch < 1:
+        raise ValueError(f"DATA.PREFETCH_FACTOR must be 1 or more, not {config.DATA.PREFETCH_FACTOR}")
     shared = bool(config.DATA.USE_SHARED_MEMORY) and workers > 0
     if shared:
         # A docker container's default /dev/shm is 64 MB; overflowing it kills a worker with a

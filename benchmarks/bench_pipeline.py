@@ -134,11 +134,20 @@ def implication(per_worker, transport, batch_size, config):
             f"worker, or uses pipes if even that does not fit.")
 
 
-def run_script(args):
-    out = subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=ROOT)
+def run_sub_benchmark(results, name, unit, script_args, figure_pattern):
+    """Run another benchmark script; keep its output and the (label, figure) pairs it printed.
+
+    Fills results[name + '_output'] and results[name + '_' + unit], or results[name + '_error'].
+    """
+    out = subprocess.run([sys.executable] + script_args, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
-        return None, (out.stderr or out.stdout)[-1500:]
-    return out.stdout, None
+        results[f'{name}_error'] = (out.stderr or out.stdout)[-1500:]
+        print(f"{name} benchmark failed:\n{results[f'{name}_error']}", file=sys.stderr)
+        return
+    found = re.findall(figure_pattern, out.stdout, re.M)
+    results[f'{name}_{unit}'] = {label: float(value) for label, value in found}
+    results[f'{name}_output'] = out.stdout.strip()
+    print(results[f'{name}_output'], flush=True)
 
 
 def main(argv=None):
@@ -191,25 +200,12 @@ def main(argv=None):
 
     if not args.skip_preprocess:
         frames = 16 if args.quick else 48
-        stdout, error = run_script(['benchmarks/bench_preprocess.py', '--frames', str(frames), '--workers', '1'])
-        if stdout:
-            found = re.findall(r'^\s*((?:plain MTCNN|preprocess pipeline)[^:]*): ([0-9.]+) frames/s', stdout, re.M)
-            results['preprocess_frames_per_s'] = {name: float(v) for name, v in found}
-            results['preprocess_output'] = stdout.strip()
-            print(stdout.strip(), flush=True)
-        else:
-            results['preprocess_error'] = error
-            print(f"preprocessing benchmark failed:\n{error}", file=sys.stderr)
+        run_sub_benchmark(results, 'preprocess', 'frames_per_s',
+                          ['benchmarks/bench_preprocess.py', '--frames', str(frames), '--workers', '1'],
+                          r'^\s*((?:plain MTCNN|preprocess pipeline)[^:]*): ([0-9.]+) frames/s')
     if not args.skip_smooth:
-        stdout, error = run_script(['benchmarks/bench_smooth_predict.py'])
-        if stdout:
-            found = re.findall(r'full command \(([^)]*)\): ([0-9.]+) s wall', stdout)
-            results['smooth_predict_seconds'] = {name: float(v) for name, v in found}
-            results['smooth_predict_output'] = stdout.strip()
-            print(stdout.strip(), flush=True)
-        else:
-            results['smooth_predict_error'] = error
-            print(f"smooth_predict benchmark failed:\n{error}", file=sys.stderr)
+        run_sub_benchmark(results, 'smooth_predict', 'seconds', ['benchmarks/bench_smooth_predict.py'],
+                          r'full command \(([^)]*)\): ([0-9.]+) s wall')
     results['load_average_at_end'] = load_average()
 
     if args.json:

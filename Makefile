@@ -5,7 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv clean-demo
+# The Paddle 2.6 route in its own environment: requirements.txt with the pins that
+# requirements-paddle26.txt names replaced by its own.
+VENV26 := .venv-paddle26
+PY26 := $(VENV26)/bin/python
+STAMP26 := $(VENV26)/.installed
+
+.PHONY: test test-paddle26 demo venv venv-paddle26 clean-demo
 
 venv: $(STAMP)
 
@@ -18,6 +24,20 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+venv-paddle26: $(STAMP26)
+
+$(STAMP26): requirements.txt requirements-paddle26.txt requirements-nodeps.txt
+	test -x $(PY26) || $(PYTHON) -m venv $(VENV26)
+	$(PY26) -m pip install --quiet --upgrade pip
+	awk -F'==' 'NR == FNR { if ($$0 !~ /^ *(#|$$)/) own[tolower($$1)] = 1; next } \
+	    !(tolower($$1) in own)' requirements-paddle26.txt requirements.txt > $(VENV26)/requirements-shared.txt
+	$(PY26) -m pip install --quiet -r requirements-paddle26.txt -r $(VENV26)/requirements-shared.txt
+	$(PY26) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $(STAMP26)
+
+test-paddle26: $(STAMP26)
+	$(PY26) -m pytest -q
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py

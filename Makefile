@@ -15,11 +15,12 @@ STAMP26 := $(VENV26)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-nodeps.txt tools/load_zlib_first.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	cp tools/load_zlib_first.pth "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -27,13 +28,14 @@ test: $(STAMP)
 
 venv-paddle26: $(STAMP26)
 
-$(STAMP26): requirements.txt requirements-paddle26.txt requirements-nodeps.txt
+$(STAMP26): requirements.txt requirements-paddle26.txt requirements-nodeps.txt tools/load_zlib_first.pth
 	test -x $(PY26) || $(PYTHON) -m venv $(VENV26)
 	$(PY26) -m pip install --quiet --upgrade pip
 	awk -F'==' 'NR == FNR { if ($$0 !~ /^ *(#|$$)/) own[tolower($$1)] = 1; next } \
 	    !(tolower($$1) in own)' requirements-paddle26.txt requirements.txt > $(VENV26)/requirements-shared.txt
 	$(PY26) -m pip install --quiet -r requirements-paddle26.txt -r $(VENV26)/requirements-shared.txt
 	$(PY26) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	cp tools/load_zlib_first.pth "$$($(PY26) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	touch $(STAMP26)
 
 test-paddle26: $(STAMP26)

@@ -204,6 +204,7 @@ def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
         raise PredictorError(f"{path_prefix}: no exported model to convert to ONNX")
     try:
         import onnx
+        import onnxoptimizer
         import paddle2onnx  # noqa: F401
     except (ImportError, ValueError) as err:  # paddle2onnx 2.x refuses Paddle 2.6 with ValueError
         raise PredictorError(f"ONNX export needs paddle2onnx and onnx (requirements.txt; "
@@ -221,7 +222,10 @@ def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
             raise PredictorError(f"{files[0]}: paddle2onnx could not convert it: {err}") from None
         if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
             raise PredictorError(f"{files[0]}: paddle2onnx wrote no ONNX model (its log is above)")
-        model = onnx.load(tmp)
+        # paddle2onnx 1.x (Paddle 2.6) stores the weights as Constant nodes, which the
+        # quantizer does not see as weights: make every constant an initializer.
+        model = onnxoptimizer.optimize(onnx.load(tmp), ['extract_constant_to_initializer',
+                                                        'eliminate_unused_initializer'])
         _set_onnx_meta(model, dict(meta, precision='float32'))
         onnx.save(model, tmp)
     written.append(onnx_file)

@@ -216,8 +216,8 @@ def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
         # and masks are constants); paddle2onnx 1.x has no such option and folds less.
         try:
             _paddle2onnx_export(model_filename=files[0], params_filename=files[1], save_file=tmp,
-                                      opset_version=opset, auto_upgrade_opset=False, verbose=False,
-                                      enable_onnx_checker=True, optimize_tool='polygraphy')
+                                opset_version=opset, auto_upgrade_opset=False, verbose=False,
+                                enable_onnx_checker=True, optimize_tool='polygraphy')
         except Exception as err:  # paddle2onnx raises whatever its converter hit
             raise PredictorError(f"{files[0]}: paddle2onnx could not convert it: {err}") from None
         if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:

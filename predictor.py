@@ -209,6 +209,9 @@ def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
     except (ImportError, ValueError) as err:  # paddle2onnx 2.x refuses Paddle 2.6 with ValueError
         raise PredictorError(f"ONNX export needs paddle2onnx and onnx (requirements.txt; "
                              f"requirements-paddle26.txt on Paddle 2.6): {err}") from None
+    import onnxruntime
+    # Polygraphy folds constants with ONNX Runtime, which warns about every node it cannot fuse.
+    onnxruntime.set_default_logger_severity(3)
     meta = dict(read_meta(path_prefix), opset=opset)
     written = []
     with atomic_path(onnx_file) as tmp:

@@ -1,0 +1,87 @@
+"""Optimisation: the warm-up + cosine learning-rate schedule, AdamW with its weight-decay
+groups, the label-smoothed loss and the weights' exponential moving average."""
+import math
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from errors import UsageError
+
+
+class WarmupCosine(paddle.optimizer.lr.LRScheduler):
+    """Linear warm-up from warmup_start_lr to base_lr over warmup_epochs, then cosine to end_lr,
+    evaluated at fractional epochs (`last_epoch` counts optimiser updates)."""
+
+    def __init__(self, base_lr, warmup_start_lr, end_lr, warmup_epochs, total_epochs, steps_per_epoch):
+        self.warmup_start_lr, self.end_lr = warmup_start_lr, end_lr
+        self.warmup_epochs, self.total_epochs = warmup_epochs, total_epochs
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        super().__init__(learning_rate=base_lr, last_epoch=-1)
+
+    def get_lr(self):
+        epoch = self.last_epoch / self.steps_per_epoch
+        if epoch < self.warmup_epochs:
+            return self.warmup_start_lr + (self.base_lr - self.warmup_start_lr) * epoch / self.warmup_epochs
+        span = max(1e-12, self.total_epochs - self.warmup_epochs)
+        progress = min(1.0, (epoch - self.warmup_epochs) / span)
+        return self.end_lr + 0.5 * (self.base_lr - self.end_lr) * (1 + math.cos(math.pi * progress))
+
+
+def scaled_learning_rates(config, world_size):
+    """(base, warmup_start, end) learning rates, scaled by effective batch / LINEAR_SCALED_LR."""
+    lrs = (config.TRAIN.BASE_LR, config.TRAIN.WARMUP_START_LR, config.TRAIN.END_LR)
+    if config.TRAIN.LINEAR_SCALED_LR:
+        effective = config.DATA.BATCH_SIZE * config.TRAIN.ACCUM_ITER * world_size
+        lrs = tuple(lr * effective / config.TRAIN.LINEAR_SCALED_LR for lr in lrs)
+    return lrs
+
+
+def _no_weight_decay(name, param):
+    return (len(param.shape) <= 1 or name.endswith('.bias') or 'relative_position_bias_table' in name
+            or 'absolute_positional_embedding' in name)
+
+
+def build_optimizer(config, model, lr_scheduler):
+    name = config.TRAIN.OPTIMIZER.NAME
+    if name != 'AdamW':
+        raise UsageError(f"TRAIN.OPTIMIZER.NAME '{name}': only AdamW (the release's optimizer) is supported")
+    decayed = {p.name for n, p in model.named_parameters() if not _no_weight_decay(n, p)}
+    betas = config.TRAIN.OPTIMIZER.BETAS
+    clip = paddle.nn.ClipGradByGlobalNorm(config.TRAIN.GRAD_CLIP) if config.TRAIN.GRAD_CLIP else None
+    return paddle.optimizer.AdamW(
+        learning_rate=lr_scheduler, beta1=betas[0], beta2=betas[1],
+        epsilon=config.TRAIN.OPTIMIZER.EPS, parameters=model.parameters(),
+        weight_decay=config.TRAIN.WEIGHT_DECAY, apply_decay_param_fun=lambda n: n in decayed,
+        grad_clip=clip)
+
+
+def smoothed_targets(labels, num_classes, smoothing):
+    off = smoothing / num_classes
+    return F.one_hot(labels, num_classes) * (1.0 - smoothing) + off
+
+
+def soft_cross_entropy(logits, targets):
+    return (-targets * F.log_softmax(logits, axis=-1)).sum(axis=-1).mean()
+
+
+class ModelEma:
+    """Exponential moving average of the weights (TRAIN.MODEL_EMA, decay TRAIN.MODEL_EMA_DECAY)."""
+
+    def __init__(self, model, decay):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @paddle.no_grad()
+    def update(self, model):
+        for key, value in model.state_dict().items():
+            if paddle.is_floating_point(value):
+                self.shadow[key] = self.shadow[key] * self.decay + value.detach() * (1.0 - self.decay)
+            else:
+                self.shadow[key] = value.detach().clone()
+
+    def state_dict(self):
+        return self.shadow
+
+    def set_state_dict(self, state):
+        self.shadow = {k: paddle.to_tensor(v) for k, v in state.items()}

@@ -70,12 +70,19 @@ def checkpoint_num_classes(state_dict):
     return int(_shape(bias)[0]) if bias is not None else None
 
 
+def _listing(keys, limit=10):
+    return ', '.join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else '')
+
+
 def load_pretrained(model, path, keep_head=False):
     """Load `path` into `model`; returns the loaded checkpoint dict (for epoch etc.).
 
-    keep_head=False: a classifier whose shape differs from the model's is dropped and the model's
-    freshly initialised one kept (fine-tuning). keep_head=True (evaluation, resuming): that is an
-    error, since the predictions would come from random weights.
+    keep_head=True (evaluation, export): every weight must fit the model, classifier included;
+    anything else is an error that lists the keys. keep_head=False (fine-tuning, as the release
+    loaded -pretrained): keys the model lacks (e.g. a face-recognition head), keys the file lacks
+    and weights of another shape (e.g. a classifier of another size) are skipped with one warning
+    that lists them, and the model keeps its own initial values there; only a file of which no
+    backbone weight fits is an error.
     """
     content = read_checkpoint(path)
     state = extract_state_dict(content, path)
@@ -85,32 +92,38 @@ def load_pretrained(model, path, keep_head=False):
 
     head_mismatch = [k for k in state if k.startswith(HEAD_PREFIX) and k in expected
                      and _shape(state[k]) != expected[k]]
-    if head_mismatch:
-        found = checkpoint_num_classes(state)
-        wanted = expected.get(HEAD_PREFIX + 'bias', [None])[0]
-        if keep_head:
-            raise CheckpointError(
-                f"{path}: classifier has {found} classes but the model has {wanted} "
-                f"(check -class_type / MODEL.NUM_CLASSES)")
-        logger.info("%s: classifier has %s classes, the model %s: starting a new classifier",
-                    path, found, wanted)
-        current = model.state_dict()
-        for k in head_mismatch:
-            state[k] = current[k].numpy()  # keep the model's own new classifier
-
+    found, wanted = checkpoint_num_classes(state), expected.get(HEAD_PREFIX + 'bias', [None])[0]
+    if head_mismatch and keep_head and found != wanted:
+        raise CheckpointError(
+            f"{path}: classifier has {found} classes but the model has {wanted} "
+            f"(check -class_type / MODEL.NUM_CLASSES)")
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k}: file {_shape(state[k])} vs model {expected[k]}" for k in state
-                   if k in expected and _shape(state[k]) != expected[k]]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for title, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', wrong_shape)):
-            if keys:
-                shown = ', '.join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else '')
-                parts.append(f"{title}: {shown}")
+    wrong_shape = [k for k in state if k in expected and _shape(state[k]) != expected[k]]
+    if keep_head and (missing or unexpected or wrong_shape):
+        parts = [f"{title}: {_listing(keys)}" for title, keys in (
+            ('missing', missing), ('unexpected', unexpected),
+            ('shape mismatch', [f"{k}: file {_shape(state[k])} vs model {expected[k]}" for k in wrong_shape]))
+            if keys]
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(parts)}). "
                               f"Check the config (-cfg) matches the weights")
-    model.set_state_dict({k: np.asarray(v) for k, v in state.items()})
+    fitting = {k: np.asarray(v) for k, v in state.items() if k in expected and k not in wrong_shape}
+    if not any(not k.startswith(HEAD_PREFIX) for k in fitting):
+        raise CheckpointError(f"{path}: no weight of this file fits the model's backbone "
+                              f"(file keys: {_listing(sorted(state), 5)}). Check the config (-cfg)")
+    if head_mismatch:
+        logger.info("%s: classifier has %s classes, the model %s: starting a new classifier",
+                    path, found, wanted)
+    skipped = [k for k in wrong_shape if k not in head_mismatch]
+    if missing or unexpected or skipped:
+        logger.warning("%s: fine-tuning from the weights that fit; skipped %s", path, '; '.join(
+            f"{title} {_listing(keys)}" for title, keys in (
+                ('(not in the file, kept as initialised):', missing),
+                ('(not in the model):', unexpected),
+                ('(other shape):', [f"{k} file {_shape(state[k])} vs model {expected[k]}" for k in skipped]))
+            if keys))
+    current = model.state_dict()
+    model.set_state_dict({**{k: current[k].numpy() for k in expected if k not in fitting}, **fitting})
     return content
 
 
@@ -209,21 +222,45 @@ def _rename_optimizer_state(opt_state, saved_names, model):
 
 
 def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
-    state = read_checkpoint(path)
-    if 'model' not in state or 'epoch' not in state:
-        raise CheckpointError(f"{path}: not a training checkpoint (needs 'model' and 'epoch' to resume)")
-    check_num_classes(state, path, config)
-    unwrap(model).set_state_dict(state['model'])
-    if 'optimizer' in state:
-        optimizer.set_state_dict(_rename_optimizer_state(state['optimizer'], state.get('param_names'), model))
-    if 'lr_scheduler' in state:
-        lr_scheduler.set_state_dict(state['lr_scheduler'])
-    if scaler is not None and 'amp_grad_scaler' in state:
-        scaler.load_state_dict(state['amp_grad_scaler'])
+    """Resume from `path`, as the release did: a training checkpoint restores the weights, optimizer,
+    AMP scaler, EMA and epoch; a plain state dict only the weights (training continues after
+    -last_epoch). Returns (last finished epoch, best macro F1 so far or None)."""
+    content = read_checkpoint(path)
+    last_epoch = int(config.TRAIN.LAST_EPOCH)
+    if not ('model' in content and isinstance(content['model'], dict)):
+        check_num_classes({'model': content}, path, config)
+        unwrap(model).set_state_dict(content)
+        if ema is not None:
+            ema.set_state_dict(unwrap(model).state_dict())
+        logger.warning(f"resumed weights only from {path} (a plain state dict): optimizer, scheduler "
+                       f"and epoch not restored; continuing after -last_epoch {last_epoch}")
+        return last_epoch, None
+    check_num_classes(content, path, config)
+    unwrap(model).set_state_dict(content['model'])
+    opt_state = content.get('optimizer')
+    if opt_state is not None:
+        opt_state = _rename_optimizer_state(opt_state, content.get('param_names'), model)
+        names = {p.name for p in unwrap(model).parameters()}
+        moments = [k[:-len('_moment1_0')] for k in opt_state if k.endswith('_moment1_0')]
+        # A file from another program (the release's) names its optimizer state after that program's
+        # generated parameter names, which cannot be matched to this model's: start AdamW afresh.
+        if not moments or not set(moments) <= names:
+            logger.warning(f"{path}: its optimizer state names parameters this model does not have "
+                           "(a checkpoint of another program); AdamW starts afresh")
+            opt_state = None
+    if opt_state is not None:
+        optimizer.set_state_dict(opt_state)
+    elif 'optimizer' not in content:
+        logger.warning(f"{path}: no optimizer state; AdamW starts afresh")
+    if scaler is not None and 'amp_grad_scaler' in content:
+        scaler.load_state_dict(content['amp_grad_scaler'])
     if ema is not None:
-        ema.set_state_dict(state.get('model_ema', state['model']))
-    logger.info(f"resumed from {path} (epoch {state['epoch']})")
-    return int(state['epoch']), state.get('best_macro_f1')
+        ema.set_state_dict(content.get('model_ema') or content['model'])
+    last_epoch = int(content.get('epoch', last_epoch))
+    # The schedule is a function of the epoch (optim.WarmupCosine), so it needs no state of its own.
+    lr_scheduler.step(last_epoch)
+    logger.info(f"resumed from {path} (epoch {last_epoch})")
+    return last_epoch, content.get('best_macro_f1')
 
 
 def prune_periodic(output_dir, keep):

@@ -34,8 +34,8 @@ from loader import build_loader, seed_epoch
 from metrics import classification_scores
 from predictor import PredictorError, load_classifier
 from mixup import Mixup
-from optim import (ModelEma, WarmupCosine, build_optimizer, scaled_learning_rates,  # noqa: F401
-                   smoothed_targets, soft_cross_entropy)
+from optim import (ModelEma, WarmupCosine, build_optimizer, label_smoothing,  # noqa: F401
+                   scaled_learning_rates, smoothed_targets, soft_cross_entropy)
 
 
 class NonFiniteLossError(TrainingError):
@@ -112,12 +112,16 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
     accum = max(1, config.TRAIN.ACCUM_ITER)
     num_batches = len(loader)
     num_classes = config.MODEL.NUM_CLASSES
+    smoothing = label_smoothing(config)
     total_loss, total_count, bad_images, seen = 0.0, 0, 0, 0
     start = time.time()
     optimizer.clear_grad()
     for batch_id, (images, labels, index, ok) in enumerate(loader):
         images, labels, bad = _ok_rows(images, labels, ok, index, loader.dataset)
         bad_images += bad
+        if batch_id % accum == 0:
+            # The release's per-iteration schedule: the learning rate at this fractional epoch.
+            lr_scheduler.step(epoch - 1 + batch_id / num_batches)
         with paddle.amp.auto_cast(enable=scaler is not None):
             if images.shape[0] == 0:
                 # Every image of this batch was corrupt: a zero loss keeps the ranks' collectives in step.
@@ -126,8 +130,7 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
                 mixed, targets = mixup(images, labels)
                 loss = soft_cross_entropy(model(mixed), targets)
             else:
-                targets = smoothed_targets(labels, num_classes, config.TRAIN.SMOOTHING)
-                loss = soft_cross_entropy(model(images), targets)
+                loss = soft_cross_entropy(model(images), smoothed_targets(labels, num_classes, smoothing))
         loss_value = _all_reduce_mean(float(loss), world_size)
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
@@ -145,7 +148,6 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
             else:
                 optimizer.step()
             optimizer.clear_grad()
-            lr_scheduler.step()
             if ema is not None:
                 ema.update(unwrap(model))
         count = int(images.shape[0])
@@ -345,13 +347,13 @@ class Trainer:
         self.train_set = datasets.build_dataset(config, 'train')
         logger.info(f"training frames: {len(self.train_set)}")
         self.loader, self.sampler = build_loader(self.train_set, config, True, ctx.rank, ctx.world_size, logger)
-        accum = max(1, config.TRAIN.ACCUM_ITER)
-        updates_per_epoch = int(math.ceil(len(self.loader) / accum))
         base_lr, warmup_lr, end_lr = scaled_learning_rates(config, ctx.world_size)
         self.lr_scheduler = WarmupCosine(base_lr, warmup_lr, end_lr, config.TRAIN.WARMUP_EPOCHS,
-                                         config.TRAIN.NUM_EPOCHS, updates_per_epoch)
+                                         config.TRAIN.NUM_EPOCHS)
+        self.lr_scheduler.step(int(config.TRAIN.LAST_EPOCH))
         if config.MODEL.PRETRAINED and not config.MODEL.RESUME:
             load_weights(model, config.MODEL.PRETRAINED, logger, strict_head=False)
+        # Started after the pretrained weights load (the release started it from the random init).
         self.ema = ModelEma(model, config.TRAIN.MODEL_EMA_DECAY) if config.TRAIN.MODEL_EMA else None
         self.optimizer = build_optimizer(config, model, self.lr_scheduler)
         use_amp = bool(config.AMP)
@@ -385,8 +387,9 @@ class Trainer:
             self.mixup.set_epoch(ctx.config.SEED, epoch, ctx.rank)
 
     def validation_model(self, ctx):
-        """The model to validate: the EMA weights when TRAIN.MODEL_EMA, else the trained model."""
-        if self.ema is None:
+        """The model to validate: the trained weights, as the release, or with TRAIN.VALIDATE_EMA
+        (and TRAIN.MODEL_EMA) the EMA weights, which then also choose the best checkpoint."""
+        if self.ema is None or not ctx.config.TRAIN.VALIDATE_EMA:
             return self.model
         self.eval_model = self.eval_model or swin_transformer.build_swin(ctx.config)
         self.eval_model.set_state_dict(self.ema.state_dict())
@@ -463,10 +466,12 @@ def train(ctx, trainer, val_set, val_loader):
 def run(config, output_given=True, distributed=False):
     """Train (or with config.EVAL, evaluate) as configured. Returns a result dict (rank-local)."""
     ctx = start_run(config, output_given, distributed)
-    # STEP 1: data to validate or evaluate on, and the model
-    val_set = datasets.build_dataset(config, 'val')
-    ctx.logger.info(f"validation frames: {len(val_set)} ({config.DATA.CLASS_TYPE}, "
-                     f"{int(sum(1 for _, l in val_set.samples if l >= 0))} labelled in its classes)")
+    # STEP 1: data to validate or evaluate on (-eval: every face frame; validation during
+    # training, as the release: the frames in the model's classes), and the model
+    val_set = datasets.build_dataset(config, 'eval' if config.EVAL else 'val')
+    ctx.logger.info(f"{'evaluation' if config.EVAL else 'validation'} frames: {len(val_set)} "
+                    f"({config.DATA.CLASS_TYPE}, {int(sum(1 for _, l in val_set.samples if l >= 0))} "
+                    f"labelled in its classes)")
     val_loader, _ = build_loader(val_set, config, False, ctx.rank, ctx.world_size, ctx.logger)
     model = swin_transformer.build_swin(config)
     if config.EVAL:

@@ -12,6 +12,8 @@ import cpu_env
 import numpy as np
 import paddle
 
+from errors import UsageError
+
 SHARED_MEMORY_DIR = '/dev/shm'
 
 
@@ -90,14 +92,18 @@ def shared_memory_fits(config, batch_size, workers, processes=1, prefetch=None, 
 def build_loader(dataset, config, train, rank, world_size, logger=None):
     """(DataLoader, sampler) for this rank; call `sampler.set_epoch(epoch)` before each epoch."""
     batch_size = config.DATA.BATCH_SIZE if train else (config.DATA.BATCH_SIZE_EVAL or config.DATA.BATCH_SIZE)
+    # Training drops each rank's last partial batch, as the release's sampler did.
     sampler = EpochBatchSampler(len(dataset), batch_size, rank, world_size, shuffle=train,
-                                seed=config.SEED)
+                                seed=config.SEED, drop_last=train)
+    if train and len(sampler) == 0:
+        raise UsageError(f"-batch_size {batch_size}: the {len(dataset)} training frames give no full batch "
+                         f"on each of {world_size} process(es); lower the batch size")
     workers = int(config.DATA.NUM_WORKERS)
     if workers < 0:
-        raise ValueError(f"DATA.NUM_WORKERS must be 0 or more, not {workers}")
+        raise UsageError(f"DATA.NUM_WORKERS must be 0 or more, not {workers}")
     prefetch = int(config.DATA.PREFETCH_FACTOR)
     if prefetch < 1:
-        raise ValueError(f"DATA.PREFETCH_FACTOR must be 1 or more, not {config.DATA.PREFETCH_FACTOR}")
+        raise UsageError(f"DATA.PREFETCH_FACTOR must be 1 or more, not {config.DATA.PREFETCH_FACTOR}")
     shared = bool(config.DATA.USE_SHARED_MEMORY) and workers > 0
     if shared:
         # A docker container's default /dev/shm is 64 MB; overflowing it kills a worker with a

@@ -37,7 +37,7 @@ def onnx_models(tmp_path_factory, tiny_cfg_file):
             'cfg_file': tiny_cfg_file, 'folder': folder}
 
 
-def _images(batch, seed, size=32):
+def _images(batch, seed, size):
     return np.random.RandomState(seed).randn(batch, 3, size, size).astype('float32')
 
 
@@ -48,17 +48,18 @@ def _eager(model, images):
 
 def test_onnx_matches_eager_for_any_batch_size(onnx_models):
     predictor = OnnxPredictor(onnx_models['float32'], threads=1)
-    assert predictor.meta['num_classes'] == 5 and predictor.meta['image_size'] == 32
+    size = int(onnx_models['config'].DATA.IMAGE_SIZE)
+    assert predictor.meta['num_classes'] == 5 and predictor.meta['image_size'] == size
     assert predictor.backend.startswith('ONNX Runtime') and 'float32' in predictor.backend
     for batch in (1, 3):
-        images = _images(batch, batch)
+        images = _images(batch, batch, size)
         expected = _eager(onnx_models['model'], images)
         assert np.abs(expected).max() > 0.5
         logits = predictor(images)
         assert logits.shape == (batch, 5)
         assert np.abs(logits - expected).max() < 1e-4
-    with pytest.raises(PredictorError, match=r'images must be \[N, 3, 32, 32\]'):
-        predictor(np.zeros((1, 3, 40, 40), np.float32))
+    with pytest.raises(PredictorError, match=rf'images must be \[N, 3, {size}, {size}\]'):
+        predictor(np.zeros((1, 3, size + 8, size + 8), np.float32))
 
 
 def test_int8_model_quantizes_every_matmul_and_stays_close(onnx_models):
@@ -70,7 +71,7 @@ def test_int8_model_quantizes_every_matmul_and_stays_close(onnx_models):
     assert not [n.name for n in graph.node if n.op_type in ('MatMul', 'Gemm') and set(n.input) & weights]
     predictor = OnnxPredictor(onnx_models['int8'])
     assert 'int8' in predictor.backend and predictor.meta['num_classes'] == 5
-    images = _images(16, 5)
+    images = _images(16, 5, int(onnx_models['config'].DATA.IMAGE_SIZE))
     quantized, expected = predictor(images), _eager(onnx_models['model'], images)
     assert np.corrcoef(quantized.ravel(), expected.ravel())[0, 1] > 0.99
     assert 0 < np.abs(quantized - expected).max() < 0.1 * np.abs(expected).max()
@@ -79,15 +80,16 @@ def test_int8_model_quantizes_every_matmul_and_stays_close(onnx_models):
 def test_load_classifier_runs_onnx_and_names_mismatches(onnx_models, tiny_cfg_file, tmp_path):
     config = onnx_models['config']
     classify = load_classifier(config, onnx_models['float32'])
-    images = _images(2, 9)
+    size = int(config.DATA.IMAGE_SIZE)
+    images = _images(2, 9, size)
     assert isinstance(classify, OnnxPredictor)
     assert np.abs(classify(paddle.to_tensor(images)) - _eager(onnx_models['model'], images)).max() < 1e-4
     with pytest.raises(PredictorError, match='exported model has 5 classes but the config has 4'):
         load_classifier(_tiny_config(tiny_cfg_file, 'negative'), onnx_models['int8'])
     bigger = config.clone()
     bigger.defrost()
-    bigger.DATA.IMAGE_SIZE = 64
-    with pytest.raises(PredictorError, match='exported for 32px'):
+    bigger.DATA.IMAGE_SIZE = 2 * size
+    with pytest.raises(PredictorError, match=f'exported for {size}px'):
         load_classifier(bigger, onnx_models['float32'])
     with pytest.raises(PredictorError, match='absent.onnx: ONNX model not found'):
         load_classifier(config, str(tmp_path / 'absent.onnx'))

@@ -238,7 +238,8 @@ def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
             quantize_dynamic(onnx_file, tmp, op_types_to_quantize=['MatMul', 'Gemm'],
                              weight_type=QuantType.QInt8)
             model = onnx.load(tmp)
-            _set_onnx_meta(model, dict(meta, precision='int8 (dynamic quantization of MatMul/Gemm)'))
+            _set_onnx_meta(model, dict(meta, precision='int8',
+                                       quantization='dynamic, MatMul/Gemm weights in int8'))
             onnx.save(model, tmp)
         written.append(int8_file)
     return written
@@ -306,7 +307,7 @@ class OnnxPredictor:
             raise PredictorError(f"{onnx_file}: ONNX Runtime cannot load it: {err}") from None
         self._input_name = self._session.get_inputs()[0].name
         self.meta = onnx_meta(self._session)
-        self.backend = (f"ONNX Runtime {ort.__version__} ({self.meta.get('precision', 'float32')}) "
+        self.backend = (f"ONNX Runtime {ort.__version__}, {self.meta.get('precision', 'float32')}, "
                         f"on {self._session.get_providers()[0]}")
 
     def __call__(self, images):

@@ -141,12 +141,12 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
     np.testing.assert_allclose(ours, smoothed, atol=1e-4, rtol=0)
 
     # Face crops byte-identical to the files python -m preprocess wrote: same alignment, same JPEG.
-    from preprocess.faces import FaceAligner, select_face
+    from preprocess.faces import FaceAligner, encode_face, select_face
     from preprocess.video import iter_frames
     aligner = FaceAligner('cpu')
     frame = next(iter_frames(clip['video']))
     face = select_face(aligner.detect_batch([frame])[0], min_prob=aligner.min_prob)
-    assert predict_video.encode_face(aligner.align(frame, face)) == (faces / 'clip' / '00001.jpg').read_bytes()
+    assert encode_face(aligner.align(frame, face)) == (faces / 'clip' / '00001.jpg').read_bytes()
 
 
 def test_hard_fusion_equals_smooth_predict(clip, separate_steps):

@@ -21,8 +21,9 @@ sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 from synthetic_video import face_frames, write_face_clip, write_two_face_clip  # noqa: E402
 
 from fileio import is_temporary  # noqa: E402
-from preprocess import cli, pipeline  # noqa: E402
-from preprocess.faces import ALIGN_TEMPLATE, FaceAligner, select_face  # noqa: E402
+from preprocess import cli  # noqa: E402
+from preprocess.faceloop import Detector  # noqa: E402
+from preprocess.faces import ALIGN_TEMPLATE, FaceAligner, FaceSettings, select_face  # noqa: E402
 from preprocess.video import (VideoDecodeError, extract_frames, ffmpeg_exe,  # noqa: E402
                               iter_frames, probe_frame_count, write_video)
 
@@ -119,7 +120,7 @@ def test_alignment_levels_eyes_and_centres_face(aligner):
     assert abs(eyes[0, 1] - eyes[1, 1]) < 6
     np.testing.assert_allclose(eyes, ALIGN_TEMPLATE[:2] * 224, atol=12)
 
-    box_crop = FaceAligner('cpu', mode='crop').align(upright, select_face(detections[0]))
+    box_crop = FaceAligner('cpu', FaceSettings(mode='crop')).align(upright, select_face(detections[0]))
     assert box_crop.shape == (224, 224, 3)
 
 
@@ -171,7 +172,11 @@ def test_left_right_from_annotation_names(tmp_path, capsys):
 
     code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
     assert code == 0, err
-    assert sorted(name for name in os.listdir(out) if not name.startswith('.')) == ['pair_left', 'pair_right']
+    # The video no annotation names is processed too, as a single-subject video, and counted.
+    assert sorted(name for name in os.listdir(out) if not name.startswith('.')) == [
+        'pair_left', 'pair_right', 'unannotated']
+    assert '1 output(s) have no annotation' in err
+    assert jpgs(out / 'unannotated') == ['00001.jpg']
     blue_minus_red = {}
     for side in ('left', 'right'):
         folder = out / f'pair_{side}'
@@ -188,7 +193,7 @@ def test_left_right_from_annotation_names(tmp_path, capsys):
     # An annotation without a video is reported by name and makes the run fail.
     (anno / 'Train_Set' / 'ghost.txt').write_text(HEADER + '0\n')
     code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
-    assert code != 0 and 'ghost' in err and '2 already finished' in err
+    assert code != 0 and 'ghost' in err and '3 already finished' in err
 
 
 def test_unfinished_outputs_are_redone(tmp_path, capsys):
@@ -265,9 +270,10 @@ def test_bad_folders_give_one_line_errors(tmp_path):
 
 def test_worker_pool_matches_in_process(tmp_path):
     frames = face_frames([True, False, True])
-    kwargs = dict(device='cpu', min_prob=0.9)
-    with pipeline.Detector(kwargs, workers=1) as pool:
-        pooled = [faces for _, batch in pool.map([frames[:2], frames[2:]]) for faces in batch]
-    local = FaceAligner(**kwargs).detect_batch(frames)
+    with Detector(FaceSettings(), 'cpu', workers=1) as pool:
+        results = list(pool.map([('a', frames[:2]), ('b', frames[2:])]))
+    assert [key for key, _ in results] == ['a', 'b']
+    pooled = [faces for _, batch in results for faces in batch]
+    local = FaceAligner('cpu').detect_batch(frames)
     assert [len(faces) for faces in pooled] == [len(faces) for faces in local] == [1, 0, 1]
     np.testing.assert_allclose(pooled[0][0].box, local[0][0].box, atol=1e-3)

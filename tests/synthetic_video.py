@@ -92,3 +92,21 @@ def head_position(actor, index, count):
     _, (x0, y0), (x1, y1), _ = actor
     t = index / max(1, count - 1)
     return x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
+
+
+def crossing_actors(count=36, width=320, side=96, gap=range(24, 29), third=range(3, 13)):
+    """Two people walking past each other at different heights, their heads overlapping while they
+    cross: 'upper' (as photographed) left to right, 'lower' (blue, mirrored) right to left and gone
+    in the `gap` frames; 'third' (green, smaller) stands top right in the `third` frames only.
+    Frames are `width` x 176; a wider frame makes them walk faster."""
+    end = width - side - 10
+    return {'upper': (tinted_head(side, None), (10, 10), (end, 10), None),
+            'lower': (tinted_head(side, 'blue'), (end, 70), (10, 70), set(range(count)) - set(gap)),
+            'third': (tinted_head(64, 'green'), (width - 70, 6), (width - 70, 6), set(third))}
+
+
+def write_crossing_clip(path, count=36, width=320, fps=25, **kwargs):
+    """Write a crossing_actors clip; returns the actors."""
+    actors = crossing_actors(count, width, **kwargs)
+    write_video(path, scene_frames(count, list(actors.values()), width, 176), fps=fps)
+    return actors

@@ -46,7 +46,6 @@ import numpy as np  # noqa: E402
 import console  # noqa: E402
 from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
-from preprocess.faceloop import FALLBACK_FPS, FaceLoop, StageClock  # noqa: E402
 from preprocess.faces import FaceSettings  # noqa: E402
 from preprocess.jobs import PlanError, find_videos  # noqa: E402
 from preprocess.video import VIDEO_EXTENSIONS, probe_frame_rate  # noqa: E402
@@ -129,6 +128,7 @@ def analyse_video(path, detector, models, fusion='soft', classify_batch=32, fps=
     coarse label not Negative), seconds per stage (decode, detect, track, align, classify).
     """
     import datasets
+    from preprocess.faceloop import FaceLoop, StageClock
 
     clock = StageClock()
     coarse_model, negative_model = models
@@ -473,7 +473,7 @@ def run(args):
     # Heavy imports only once the arguments are known to be good, so mistakes are reported fast.
     from tqdm import tqdm
 
-    from preprocess.faceloop import VIDEO_FAILURES, Detector, default_workers, video_failure
+    from preprocess.faceloop import FALLBACK_FPS, VIDEO_FAILURES, Detector, default_workers, video_failure
     from preprocess.pipeline import clean_stale_temporaries
     from preprocess.video import probe_frame_count
 

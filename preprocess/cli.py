@@ -130,6 +130,7 @@ def main(argv=None):
             gpu = shards.launcher_gpu()
             if device == 'cuda' and gpu is not None:
                 device = f'cuda:{gpu}'
+            shards.forget_report(args.out_dir, shard)
             if shard.index == 0:
                 shards.remove_old_run_folders(args.out_dir)
     own_names = [name for _, outputs in jobs for name in outputs]

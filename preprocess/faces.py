@@ -50,6 +50,7 @@ class FaceSettings:
     min_prob: float = 0.9            # faces below this MTCNN probability are not faces
     min_face_size: int = 20          # smallest face MTCNN looks for, in pixels of the detection copy
     thresholds: tuple = (0.6, 0.7, 0.7)  # MTCNN's three stage thresholds
+    template: tuple = tuple(map(tuple, ALIGN_TEMPLATE))  # where mode 'align' puts the 5 landmarks
     jpeg_quality: int = 95           # quality of the stored face JPEG
     detect_batch: int = 8            # frames per detection call
     # Frames whose longest side is larger are detected on a copy scaled down to this longest side
@@ -59,9 +60,12 @@ class FaceSettings:
 
     def __post_init__(self):
         object.__setattr__(self, 'thresholds', tuple(float(t) for t in self.thresholds))
+        object.__setattr__(self, 'template', tuple(tuple(float(v) for v in point) for point in self.template))
         problems = []
         if self.mode not in MODES:
             problems.append(f"mode must be one of {MODES}, got {self.mode!r}")
+        if np.asarray(self.template).shape != (5, 2):
+            problems.append(f"template must be 5 (x, y) points, got {self.template}")
         if self.image_size < 8:
             problems.append(f"image_size must be at least 8, got {self.image_size}")
         if not 0 <= self.min_prob <= 1:
@@ -81,8 +85,15 @@ class FaceSettings:
 
     def as_dict(self):
         """JSON-ready copy, for the manifests that record how faces were made."""
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}
+        return _json_ready(dataclasses.asdict(self))
+
+
+def _json_ready(value):
+    if isinstance(value, (tuple, list)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    return value
 
 
 def detection_scale(frame_shape, detect_size):
@@ -148,8 +159,9 @@ class FaceAligner:
     """MTCNN detector plus the geometric step that turns a detection into an `image_size` crop.
 
     mode 'align': similarity transform (rotation, uniform scale, shift) taking MTCNN's 5 landmarks
-    onto ALIGN_TEMPLATE. mode 'crop': the detection box grown by `margin` (a fraction of its size on
-    each side), made square around its centre, resized; no rotation.
+    onto settings.template (ALIGN_TEMPLATE by default). mode 'crop': the detection box grown by
+    `margin` (a fraction of its size on each side), made square around its centre, resized; no
+    rotation.
     """
 
     def __init__(self, device='cpu', settings=None):
@@ -205,7 +217,7 @@ class FaceAligner:
         """2x3 matrix mapping frame coordinates to crop coordinates for this face."""
         size = self.image_size
         if self.mode == 'align':
-            estimate = SimilarityTransform.from_estimate(face.landmarks, ALIGN_TEMPLATE * size)
+            estimate = SimilarityTransform.from_estimate(face.landmarks, np.asarray(self.settings.template) * size)
             if not estimate:
                 raise ValueError(f"degenerate landmarks, cannot align: {face.landmarks.tolist()}")
             return estimate.params[:2]

@@ -65,7 +65,8 @@ def split_by_size(jobs, count, size_of=os.path.getsize):
 
 
 def _run_folder(out_dir, environ):
-    # The launcher picks free ports for every run, so its endpoints name this run.
+    # The launcher picks free ports for every run, so its endpoints name this run (with fixed
+    # ports, forget_report clears what an earlier run of the same name left).
     run = hashlib.sha1((environ.get('PADDLE_MASTER', '') + environ.get('PADDLE_TRAINER_ENDPOINTS', ''))
                        .encode()).hexdigest()[:12]
     return os.path.join(out_dir, f'.shards-{run}.tmp')
@@ -77,6 +78,14 @@ def remove_old_run_folders(out_dir, environ=os.environ):
     for entry in os.listdir(out_dir):
         if entry.startswith('.shards-') and entry.endswith('.tmp') and entry != current:
             shutil.rmtree(os.path.join(out_dir, entry), ignore_errors=True)
+
+
+def forget_report(out_dir, shard, environ=os.environ):
+    """Remove this shard's report of an earlier run with the same endpoints; call at start."""
+    try:
+        os.remove(os.path.join(_run_folder(out_dir, environ), f'{shard.index}.json'))
+    except FileNotFoundError:
+        pass
 
 
 def gather_reports(out_dir, shard, report, environ=os.environ, poll_s=2.0):

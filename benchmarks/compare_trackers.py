@@ -16,8 +16,9 @@ Clips (generated from the scikit-image face photo, as in the tests; detection ru
 - --demo_aligned: the detections.csv files `python -m preprocess` wrote for the `make demo` data
   (single-person videos with faceless frames, one side-by-side pair), identity by image half.
 
-Per tracker and clip: tracks per person (1 = never fragmented), identity switches (a track that
-holds two people's faces), faces left without a track, and milliseconds per frame.
+Per tracker and clip: tracks per person (1 = never fragmented; a spurious single detection also
+counts as a track of the person it is nearest to), identity switches (a track that holds two
+people's faces), confident faces left without a track, and milliseconds per frame.
 """
 import argparse
 import csv
@@ -32,7 +33,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 
 from synthetic_video import crossing_actors, head_position, scene_frames  # noqa: E402
 
-from preprocess.faces import FaceAligner  # noqa: E402
+from preprocess.faces import Face, FaceAligner  # noqa: E402
+from preprocess.tracking import FaceTracker  # noqa: E402
 
 MIN_PROB = 0.9
 
@@ -82,23 +84,11 @@ def demo_detections(folder):
 # ---- trackers, all given the same settings: tracks survive 1 s (25 frames) without a face ----------
 
 def run_bytetrack(detections, fps=25.0, buffer_frames=25):
-    import supervision as sv
-    from trackers import ByteTrackTracker
-
-    tracker = ByteTrackTracker(lost_track_buffer=int(round(buffer_frames * 30 / fps)), frame_rate=fps,
-                               track_activation_threshold=MIN_PROB, high_conf_det_threshold=MIN_PROB,
-                               minimum_consecutive_frames=1, minimum_iou_threshold=0.1)
-    ids = []
+    """The project's tracker: ByteTrack as preprocess.tracking configures it."""
+    tracker = FaceTracker(fps, MIN_PROB, buffer_frames / fps)
     for faces in detections:
-        boxes = np.array([box for box, _ in faces], np.float32).reshape(-1, 4)
-        scores = np.array([prob for _, prob in faces], np.float32)
-        result = tracker.update(sv.Detections(xyxy=boxes, confidence=scores,
-                                              data={'index': np.arange(len(faces))}))
-        frame_ids = [-1] * len(faces)
-        for index, track in zip(result.data.get('index', []), result.tracker_id):
-            frame_ids[int(index)] = int(track)
-        ids.append(frame_ids)
-    return ids
+        tracker.update([Face(box, prob, np.zeros((5, 2))) for box, prob in faces])
+    return tracker.ids
 
 
 def run_norfair(detections, fps=25.0, buffer_frames=25):

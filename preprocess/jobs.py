@@ -8,6 +8,7 @@ single-subject videos (person 1), because a test set has faces to find but no la
 import collections
 import os
 
+from errors import UsageError
 from labels import AnnotationError, read_annotation, split_person
 from preprocess.video import VIDEO_EXTENSIONS, is_video_file
 
@@ -19,7 +20,7 @@ problems: messages for names that cannot be produced; label_counts: {output: ann
 unannotated: outputs without an annotation file (only counted when annotations were given)."""
 
 
-class PlanError(ValueError):
+class PlanError(UsageError):
     """A folder or list that makes the whole run impossible; the message names it."""
 
 

@@ -3,8 +3,10 @@
 A shard is `--shard I/N` (0 <= I < N, under any scheduler: SLURM arrays, several terminals) or the
 rank and world size `python -m paddle.distributed.launch` gives each process it starts
 (PADDLE_TRAINER_ID / PADDLE_TRAINERS_NUM, with PADDLE_LOCAL_SIZE processes on this machine and the
-GPU of each in FLAGS_selected_gpus). Every shard computes the same split of the whole plan, so
-shards agree without talking, whatever is already finished.
+GPU of each in FLAGS_selected_gpus; read from the environment rather than through
+distributed.world(), which needs Paddle in a process whose detection runs on torch). Every shard
+computes the same split of the whole plan, so shards agree without talking, whatever is already
+finished.
 """
 import collections
 import hashlib

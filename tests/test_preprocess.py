@@ -349,30 +349,43 @@ def test_whole_dataset_counts_unannotated_lists_mismatches_and_fails_on_broken(t
         assert (image[..., 0].mean() > image[..., 2].mean() + 20) == bluer
 
 
-def test_shards_and_launcher_ranks_equal_one_process(tmp_path, capsys):
-    videos = tmp_path / 'videos'
+def tree(folder):
+    """Every file of every finished output (manifests aside: they hold timings), as bytes."""
+    return {(name, image): (folder / name / image).read_bytes()
+            for name in sorted(os.listdir(folder)) if not name.startswith('.')
+            for image in sorted(os.listdir(folder / name)) if image != '.done'}
+
+
+@pytest.fixture(scope='module')
+def three_clips(tmp_path_factory):
+    """Three small clips and their output from one unsharded process."""
+    root = tmp_path_factory.mktemp('shards')
+    videos = root / 'videos'
     videos.mkdir()
     small = dict(width=192, height=144)
     write_face_clip(videos / 'a.mp4', [True, True, False, True], **small)
     write_face_clip(videos / 'b.mp4', [True, False, True], **small)
     write_face_clip(videos / 'c.mp4', [False, True, True, True, True], **small)
-
-    def tree(folder):
-        return {(name, image): (folder / name / image).read_bytes()
-                for name in sorted(os.listdir(folder)) if not name.startswith('.')
-                for image in sorted(os.listdir(folder / name)) if image != '.done'}
-
-    code, err = run_cli([videos, tmp_path / 'one'], capsys)
-    assert code == 0, err
-    reference = tree(tmp_path / 'one')
+    assert cli.main([str(videos), str(root / 'one'), '--workers', '0']) == 0
+    reference = tree(root / 'one')
     assert {name for name, _ in reference} == {'a', 'b', 'c'}
+    return videos, reference
 
+
+def test_shards_equal_one_process(three_clips, tmp_path, capsys):
+    videos, reference = three_clips
     for index in (0, 1):
         code, err = run_cli([videos, tmp_path / 'sharded', '--shard', f'{index}/2'], capsys)
         assert code == 0 and f'shard {index}/2' in err, err
     assert tree(tmp_path / 'sharded') == reference
+    code, err = run_cli([videos, tmp_path / 'sharded'], capsys)
+    assert code == 0 and '0 output(s) written, 3 already finished' in err
 
+
+@pytest.mark.slow
+def test_launcher_ranks_equal_one_process(three_clips, tmp_path, capsys):
     # Two processes started by Paddle's launcher share the work by their rank and world size.
+    videos, reference = three_clips
     launched = tmp_path / 'launched'
     result = subprocess.run(
         [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',

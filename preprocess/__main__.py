@@ -9,4 +9,6 @@ if not __package__:
 
 from preprocess.cli import main  # noqa: E402
 
-sys.exit(main())
+# Guarded: detection worker processes (spawn) import a script that was started by path.
+if __name__ == '__main__':
+    sys.exit(main())

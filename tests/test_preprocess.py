@@ -384,13 +384,14 @@ def test_shards_equal_one_process(three_clips, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_launcher_ranks_equal_one_process(three_clips, tmp_path, capsys):
-    # Two processes started by Paddle's launcher share the work by their rank and world size.
+    # Two processes started by Paddle's launcher share the work by their rank and world size; each
+    # runs a detection worker, which must not rerun the script it was started from.
     videos, reference = three_clips
     launched = tmp_path / 'launched'
     result = subprocess.run(
         [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
          str(tmp_path / 'logs'), os.path.join('preprocess', '__main__.py'), str(videos), str(launched),
-         '--workers', '0'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+         '--workers', '1'], cwd=ROOT, capture_output=True, text=True, timeout=600)
     logs = ''.join((tmp_path / 'logs' / name).read_text() for name in sorted(os.listdir(tmp_path / 'logs'))
                    if name.startswith('workerlog'))
     assert result.returncode == 0, logs[-3000:]

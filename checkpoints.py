@@ -1,4 +1,5 @@
-"""Loading weights into the Swin model: one loader for every script.
+"""Checkpoints: the one weights loader every script uses, and a training run's files (atomic
+checkpoints, resume, history, the output folder's lock).
 
 Accepts every layout the original release produced: a plain state dict, or a training
 checkpoint `{'model': ..., 'model_ema': ..., 'optimizer': ..., 'epoch': ..., ...}` (the release
@@ -6,11 +7,17 @@ took `model_ema` when present). Buffers the model recomputes are dropped; a clas
 shape is dropped with one log line (e.g. the MS1M face backbone into a 5-class model) unless the
 caller needs the head (evaluation), and anything else that does not fit is an error that lists it.
 """
+import glob
+import json
 import logging
 import os
+import re
 
 import numpy as np
 import paddle
+
+from errors import TrainingError, UsageError
+from fileio import atomic_open, atomic_path, is_temporary
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +26,10 @@ BUFFER_SUFFIXES = ('relative_position_index', 'attn_mask')
 HEAD_PREFIX = 'fc.'
 
 
-class CheckpointError(ValueError):
+CHECKPOINT_RE = re.compile(r'^Epoch-(\d+)-Loss-.*\.pdparams$')
+
+
+class CheckpointError(UsageError):
     """A weights file that cannot be used for this model; the message names the file and keys."""
 
 
@@ -60,12 +70,19 @@ def checkpoint_num_classes(state_dict):
     return int(_shape(bias)[0]) if bias is not None else None
 
 
+def _listing(keys, limit=10):
+    return ', '.join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else '')
+
+
 def load_pretrained(model, path, keep_head=False):
     """Load `path` into `model`; returns the loaded checkpoint dict (for epoch etc.).
 
-    keep_head=False: a classifier whose shape differs from the model's is dropped and the model's
-    freshly initialised one kept (fine-tuning). keep_head=True (evaluation, resuming): that is an
-    error, since the predictions would come from random weights.
+    keep_head=True (evaluation, export): every weight must fit the model, classifier included;
+    anything else is an error that lists the keys. keep_head=False (fine-tuning, as the release
+    loaded -pretrained): keys the model lacks (e.g. a face-recognition head), keys the file lacks
+    and weights of another shape (e.g. a classifier of another size) are skipped with one warning
+    that lists them, and the model keeps its own initial values there; only a file of which no
+    backbone weight fits is an error.
     """
     content = read_checkpoint(path)
     state = extract_state_dict(content, path)
@@ -75,30 +92,228 @@ def load_pretrained(model, path, keep_head=False):
 
     head_mismatch = [k for k in state if k.startswith(HEAD_PREFIX) and k in expected
                      and _shape(state[k]) != expected[k]]
-    if head_mismatch:
-        found = checkpoint_num_classes(state)
-        wanted = expected.get(HEAD_PREFIX + 'bias', [None])[0]
-        if keep_head:
-            raise CheckpointError(
-                f"{path}: classifier has {found} classes but the model has {wanted} "
-                f"(check -class_type / MODEL.NUM_CLASSES)")
-        logger.info("%s: classifier has %s classes, the model %s: starting a new classifier",
-                    path, found, wanted)
-        current = model.state_dict()
-        for k in head_mismatch:
-            state[k] = current[k].numpy()  # keep the model's own new classifier
-
+    found, wanted = checkpoint_num_classes(state), expected.get(HEAD_PREFIX + 'bias', [None])[0]
+    if head_mismatch and keep_head and found != wanted:
+        raise CheckpointError(
+            f"{path}: classifier has {found} classes but the model has {wanted} "
+            f"(check -class_type / MODEL.NUM_CLASSES)")
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k}: file {_shape(state[k])} vs model {expected[k]}" for k in state
-                   if k in expected and _shape(state[k]) != expected[k]]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for title, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', wrong_shape)):
-            if keys:
-                shown = ', '.join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else '')
-                parts.append(f"{title}: {shown}")
+    wrong_shape = [k for k in state if k in expected and _shape(state[k]) != expected[k]]
+    if keep_head and (missing or unexpected or wrong_shape):
+        parts = [f"{title}: {_listing(keys)}" for title, keys in (
+            ('missing', missing), ('unexpected', unexpected),
+            ('shape mismatch', [f"{k}: file {_shape(state[k])} vs model {expected[k]}" for k in wrong_shape]))
+            if keys]
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(parts)}). "
                               f"Check the config (-cfg) matches the weights")
-    model.set_state_dict({k: np.asarray(v) for k, v in state.items()})
+    fitting = {k: np.asarray(v) for k, v in state.items() if k in expected and k not in wrong_shape}
+    if not any(not k.startswith(HEAD_PREFIX) for k in fitting):
+        raise CheckpointError(f"{path}: no weight of this file fits the model's backbone "
+                              f"(file keys: {_listing(sorted(state), 5)}). Check the config (-cfg)")
+    if head_mismatch:
+        logger.info("%s: classifier has %s classes, the model %s: starting a new classifier",
+                    path, found, wanted)
+    skipped = [k for k in wrong_shape if k not in head_mismatch]
+    if missing or unexpected or skipped:
+        logger.warning("%s: fine-tuning from the weights that fit; skipped %s", path, '; '.join(
+            f"{title} {_listing(keys)}" for title, keys in (
+                ('(not in the file, kept as initialised):', missing),
+                ('(not in the model):', unexpected),
+                ('(other shape):', [f"{k} file {_shape(state[k])} vs model {expected[k]}" for k in skipped]))
+            if keys))
+    current = model.state_dict()
+    model.set_state_dict({**{k: current[k].numpy() for k in expected if k not in fitting}, **fitting})
     return content
+
+
+# ---------------------------------------------------------------------------------------------
+# A training run's checkpoints
+
+def unwrap(model):
+    """The model inside a paddle.DataParallel wrapper (or the model itself)."""
+    return model._layers if isinstance(model, paddle.DataParallel) else model
+
+
+def checkpoint_state(model, optimizer, epoch, lr_scheduler, scaler=None, ema=None, best_macro_f1=None):
+    """The release's checkpoint dict (+ best_macro_f1 so resumed runs keep the right 'best')."""
+    state = {'model': unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(), 'epoch': epoch,
+             'lr_scheduler': lr_scheduler.state_dict(),
+             # Optimizer state is keyed by Paddle's generated parameter names, which depend on how many
+             # layers the process built before; this map lets restore() rename them (see below).
+             'param_names': {n: p.name for n, p in unwrap(model).named_parameters()}}
+    if scaler is not None:
+        state['amp_grad_scaler'] = scaler.state_dict()
+    if ema is not None:
+        state['model_ema'] = ema.state_dict()
+    if best_macro_f1 is not None:
+        state['best_macro_f1'] = float(best_macro_f1)
+    return state
+
+
+def save_checkpoint(path, state):
+    """Write atomically: a kill mid-write leaves the previous file (or none), never half of one."""
+    with atomic_path(path) as tmp:
+        paddle.save(state, tmp)
+    return path
+
+
+def find_resume_checkpoint(output_dir, logger):
+    """Newest readable checkpoint in output_dir (highest epoch; `last` wins ties), or None."""
+    candidates = []
+    for path in glob.glob(os.path.join(output_dir, '*.pdparams')):
+        name = os.path.basename(path)
+        if is_temporary(name):
+            continue
+        match = CHECKPOINT_RE.match(name)
+        if match:
+            candidates.append((int(match.group(1)), 0, path))
+        elif name == 'last.pdparams':
+            candidates.append((None, 1, path))
+    # `last` is rewritten every epoch, so read its epoch; periodic files carry it in the name.
+    resolved = []
+    for epoch, priority, path in candidates:
+        if epoch is None:
+            try:
+                epoch = int(read_checkpoint(path).get('epoch', -1))
+            except CheckpointError as err:
+                logger.info(f"resume auto: skipping {err}")
+                continue
+        resolved.append((epoch, priority, path))
+    for epoch, _, path in sorted(resolved, reverse=True):
+        try:
+            read_checkpoint(path)
+        except CheckpointError as err:
+            logger.info(f"resume auto: skipping {err}")
+            continue
+        return path
+    return None
+
+
+def check_num_classes(state, path, config):
+    found = checkpoint_num_classes(state['model'])
+    wanted = config.MODEL.NUM_CLASSES
+    if found is not None and found != wanted:
+        raise CheckpointError(
+            f"{path}: checkpoint has {found} classes but class_type '{config.DATA.CLASS_TYPE}' "
+            f"needs {wanted}")
+
+
+def _rename_optimizer_state(opt_state, saved_names, model):
+    """Optimizer accumulators are stored as '<generated param name>_<accumulator>_0'; map the
+    generated names of the saving process to this process's through the structured names."""
+    if not saved_names:
+        return opt_state
+    current = {n: p.name for n, p in unwrap(model).named_parameters()}
+    renames = {old: current[n] for n, old in saved_names.items() if n in current and current[n] != old}
+    if not renames:
+        return opt_state
+    renamed = {}
+    for key, value in opt_state.items():
+        new_key = key
+        for old, new in renames.items():
+            if key.startswith(old + '_'):
+                new_key = new + key[len(old):]
+                break
+        renamed[new_key] = value
+    if 'master_weights' in opt_state and isinstance(opt_state['master_weights'], dict):
+        renamed['master_weights'] = {renames.get(k, k): v for k, v in opt_state['master_weights'].items()}
+    return renamed
+
+
+def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
+    """Resume from `path`, as the release did: a training checkpoint restores the weights, optimizer,
+    AMP scaler, EMA and epoch; a plain state dict only the weights (training continues after
+    -last_epoch). Returns (last finished epoch, best macro F1 so far or None)."""
+    content = read_checkpoint(path)
+    last_epoch = int(config.TRAIN.LAST_EPOCH)
+    if not ('model' in content and isinstance(content['model'], dict)):
+        check_num_classes({'model': content}, path, config)
+        unwrap(model).set_state_dict(content)
+        if ema is not None:
+            ema.set_state_dict(unwrap(model).state_dict())
+        logger.warning(f"resumed weights only from {path} (a plain state dict): optimizer, scheduler "
+                       f"and epoch not restored; continuing after -last_epoch {last_epoch}")
+        return last_epoch, None
+    check_num_classes(content, path, config)
+    unwrap(model).set_state_dict(content['model'])
+    opt_state = content.get('optimizer')
+    if opt_state is not None:
+        opt_state = _rename_optimizer_state(opt_state, content.get('param_names'), model)
+        names = {p.name for p in unwrap(model).parameters()}
+        moments = [k[:-len('_moment1_0')] for k in opt_state if k.endswith('_moment1_0')]
+        # A file from another program (the release's) names its optimizer state after that program's
+        # generated parameter names, which cannot be matched to this model's: start AdamW afresh.
+        if not moments or not set(moments) <= names:
+            logger.warning(f"{path}: its optimizer state names parameters this model does not have "
+                           "(a checkpoint of another program); AdamW starts afresh")
+            opt_state = None
+    if opt_state is not None:
+        optimizer.set_state_dict(opt_state)
+    elif 'optimizer' not in content:
+        logger.warning(f"{path}: no optimizer state; AdamW starts afresh")
+    if scaler is not None and 'amp_grad_scaler' in content:
+        scaler.load_state_dict(content['amp_grad_scaler'])
+    if ema is not None:
+        ema.set_state_dict(content.get('model_ema') or content['model'])
+    last_epoch = int(content.get('epoch', last_epoch))
+    # The schedule is a function of the epoch (optim.WarmupCosine), so it needs no state of its own.
+    lr_scheduler.step(last_epoch)
+    logger.info(f"resumed from {path} (epoch {last_epoch})")
+    return last_epoch, content.get('best_macro_f1')
+
+
+def prune_periodic(output_dir, keep):
+    found = []
+    for path in glob.glob(os.path.join(output_dir, 'Epoch-*-Loss-*.pdparams')):
+        match = CHECKPOINT_RE.match(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found)[:-keep]:
+        os.remove(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's output folder: history and lock
+
+def append_history(output_dir, record):
+    path = os.path.join(output_dir, 'history.json')
+    history = []
+    if os.path.isfile(path):
+        with open(path, 'r', encoding='utf-8') as f:
+            history = json.load(f)
+    # A resumed run re-does epochs after its checkpoint: replace, never duplicate them.
+    history = [h for h in history if h.get('epoch', 0) < record['epoch']] + [record]
+    with atomic_open(path, 'w', encoding='utf-8') as f:
+        json.dump(history, f, indent=1)
+
+
+_held_locks = []
+
+
+def claim_output_dir(output_dir):
+    """Hold an exclusive lock on the output folder for this process's life, then clear the
+    temporary files a killed run left. A second run on the same folder (say, a restart while
+    the killed launcher's orphaned workers still write) would race it and mix checkpoints."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, as before
+        return
+    path = os.path.join(output_dir, '.run.lock')
+    handle = open(path, 'a+', encoding='utf-8')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or 'unknown'
+        handle.close()
+        raise TrainingError(f"-output {output_dir}: another run (pid {holder}) is using this folder; "
+                            "wait for it to end or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _held_locks.append(handle)
+    for name in os.listdir(output_dir):
+        if is_temporary(name):
+            os.remove(os.path.join(output_dir, name))

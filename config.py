@@ -1,8 +1,11 @@
-"""Configuration (yacs) with the original PaddleViT Swin/ABAW release's keys and defaults.
+"""Configuration (yacs) with the original release's keys and defaults (PaddleViT
+facial_expression/config.py): every key it has exists here with its value, so its YAML files and
+`-opts` load unchanged.
 
 `get_config(cfg_file)` gives the defaults merged with a YAML file (which may name `BASE: [...]`
-files to merge first), `update_config(config, args)` applies command-line flags. The defaults
-below are those of the release; keys this project adds are marked "added".
+files to merge first), `update_config(config, args)` applies command-line flags as the release's
+did. Keys this project adds are marked "added"; the defaults of the added keys reproduce what the
+release executed, and configs/swin_small_patch4_window7_224_fixed.yaml turns every fix on.
 """
 import argparse
 import os
@@ -10,6 +13,7 @@ import os
 import yaml
 from yacs.config import CfgNode as CN
 
+from errors import UsageError
 from labels import NUM_CLASSES, check_class_type
 
 _C = CN()
@@ -18,11 +22,12 @@ _C.BASE = ['']
 _C.DATA = CN()
 _C.DATA.BATCH_SIZE = 256  # per process
 _C.DATA.BATCH_SIZE_EVAL = None  # None: same as BATCH_SIZE
-_C.DATA.DATA_PATH = ''  # kept from PaddleViT; ABAW uses DATA_FOLDER/ANNO_FOLDER
-_C.DATA.ANNO_FOLDER = 'data/annotations/EXPR_Set'
-_C.DATA.DATA_FOLDER = 'data/cropped_aligned'
-_C.DATA.DATA_LIST_TRAIN = ''  # optional cached list: 'video/00001.jpg label' per line
-_C.DATA.DATA_LIST_VAL = ''
+_C.DATA.ANNO_FOLDER = './anno'  # ABAW EXPR annotations: Train_Set/, Validation_Set/
+_C.DATA.DATA_FOLDER = './data'  # aligned faces: <video>/00001.jpg
+# Optional lists in the release's format: 'video/00001.jpg label' per line, the label already in
+# the class type's space. A list that does not exist yet is written from the annotations.
+_C.DATA.DATA_LIST_TRAIN = None
+_C.DATA.DATA_LIST_VAL = None
 _C.DATA.TRAIN_SPLIT = 'Train_Set'  # added: annotation sub-folders
 _C.DATA.VAL_SPLIT = 'Validation_Set'
 # added: -eval on videos without annotations (the test set): one video name per line
@@ -42,21 +47,22 @@ _C.DATA.USE_SHARED_MEMORY = True
 _C.DATA.IMAGENET_MEAN = [0.485, 0.456, 0.406]
 _C.DATA.IMAGENET_STD = [0.229, 0.224, 0.225]
 # added: the release's random-apply helper compared the wrong way round, so a transform meant to
-# run with probability p ran with 1 - p. True reproduces the release; False (default) is intended.
-_C.DATA.RELEASE_RANDOM_APPLY = False
+# run with probability p ran with 1 - p (grayscale 0.8, colour jitter 0.2). True (default)
+# reproduces that; False applies the probabilities the release's code wrote down.
+_C.DATA.RELEASE_RANDOM_APPLY = True
 # added: a corrupt or truncated image is an error naming the file; True skips it and counts it.
 _C.DATA.SKIP_BAD_IMAGES = False
 
 _C.MODEL = CN()
-_C.MODEL.TYPE = 'Swin'
-_C.MODEL.NAME = 'Swin'
+_C.MODEL.TYPE = 'swin'
+_C.MODEL.NAME = 'swin'
 _C.MODEL.RESUME = None
 _C.MODEL.PRETRAINED = None
 _C.MODEL.NUM_CLASSES = 8
 _C.MODEL.DROPOUT = 0.0
 _C.MODEL.ATTENTION_DROPOUT = 0.0
 _C.MODEL.DROPPATH = 0.1
-_C.MODEL.PATCH_SIZE = 4
+_C.MODEL.PATCH_SIZE = 16  # the release's default; its Swin YAML sets 4
 _C.MODEL.WINDOW_SIZE = 7
 _C.MODEL.EMBED_DIM = 96
 _C.MODEL.NUM_HEADS = [3, 6, 12, 24]
@@ -82,6 +88,10 @@ _C.TRAIN.GRAD_CLIP = 5.0
 _C.TRAIN.ACCUM_ITER = 1
 _C.TRAIN.LINEAR_SCALED_LR = 512  # lr *= effective batch / this; None disables scaling
 _C.TRAIN.KEEP_CHECKPOINTS = 0  # added: newest N periodic checkpoints kept (0: all); best/last always
+# added: exempt norms, biases and relative_position_bias_table from weight decay, as the release's
+# code intended. Its exemption compared structured names with Paddle's generated parameter names
+# and never matched, so every parameter was decayed: False (default) reproduces that.
+_C.TRAIN.NO_DECAY_NORM_BIAS = False
 
 _C.TRAIN.OPTIMIZER = CN()
 _C.TRAIN.OPTIMIZER.NAME = 'AdamW'
@@ -90,7 +100,21 @@ _C.TRAIN.OPTIMIZER.BETAS = (0.9, 0.999)
 
 _C.TRAIN.MODEL_EMA = False
 _C.TRAIN.MODEL_EMA_DECAY = 0.99996
+_C.TRAIN.MODEL_EMA_FORCE_CPU = False  # accepted, unused (the release kept the EMA on CPU with it)
+# added: validate with the EMA weights and keep the best checkpoint by their macro F1 (the release
+# validated the trained weights only and saved the EMA alongside).
+_C.TRAIN.VALIDATE_EMA = False
+
 _C.TRAIN.SMOOTHING = 0.1
+# added: without mixup the release's loss smoothed labels by 0.1 whatever TRAIN.SMOOTHING said
+# (0 turned it off); True uses TRAIN.SMOOTHING's value. Mixup always used TRAIN.SMOOTHING.
+_C.TRAIN.USE_CONFIG_SMOOTHING = False
+# Accepted and unused, as in the release, whose training transform is fixed (see datasets.py).
+_C.TRAIN.COLOR_JITTER = 0.4
+_C.TRAIN.AUTO_AUGMENT = False
+_C.TRAIN.RAND_AUGMENT = True
+_C.TRAIN.RAND_AUGMENT_LAYERS = 2
+_C.TRAIN.RAND_AUGMENT_MAGNITUDE = 9
 _C.TRAIN.MIXUP_ALPHA = 0.8
 _C.TRAIN.MIXUP_PROB = 0.0
 _C.TRAIN.MIXUP_SWITCH_PROB = 0.5
@@ -112,7 +136,7 @@ _C.AMP = False
 _C.DEVICE = ''  # added: '' picks gpu when Paddle has CUDA and one is visible, else cpu
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A config file or key that does not exist or does not fit; the message names it."""
 
 
@@ -181,7 +205,6 @@ _FLAG_KEYS = {
     'batch_size': 'DATA.BATCH_SIZE',
     'batch_size_eval': 'DATA.BATCH_SIZE_EVAL',
     'image_size': 'DATA.IMAGE_SIZE',
-    'data_path': 'DATA.DATA_PATH',
     'data_folder': 'DATA.DATA_FOLDER',
     'anno_folder': 'DATA.ANNO_FOLDER',
     'data_list_train': 'DATA.DATA_LIST_TRAIN',
@@ -225,10 +248,13 @@ def update_config(config, args):
             raise ConfigError(f"-class_type: {err}") from None
         config.DATA.CLASS_TYPE = class_type
         config.MODEL.NUM_CLASSES = NUM_CLASSES[class_type]
+    # As the release: -batch_size sets the evaluation batch too, unless -batch_size_eval is given.
+    if getattr(args, 'batch_size', None) and not getattr(args, 'batch_size_eval', None):
+        config.DATA.BATCH_SIZE_EVAL = args.batch_size
     if getattr(args, 'eval', False):
         config.EVAL = True
     if getattr(args, 'amp', False):
-        config.AMP = True
+        config.AMP = not config.EVAL  # mixed precision is for training only, as in the release
     config.freeze()
     if getattr(args, 'opts', None):
         merge_opts(config, args.opts)
@@ -242,7 +268,6 @@ def add_common_args(parser):
     parser.add_argument('-batch_size', type=int, default=None)
     parser.add_argument('-batch_size_eval', type=int, default=None)
     parser.add_argument('-image_size', type=int, default=None)
-    parser.add_argument('-data_path', type=str, default=None)
     parser.add_argument('-data_folder', type=str, default=None, help='aligned faces: DIR/<video>/00001.jpg')
     parser.add_argument('-anno_folder', type=str, default=None, help='ABAW EXPR annotations (Train_Set/, Validation_Set/)')
     parser.add_argument('-data_list_train', type=str, default=None)

@@ -9,9 +9,14 @@ A sample is `(image CHW float32, label int64, index int64, ok int64)`:
 
 Sample discovery: annotation files `ANNO_FOLDER/<split>/<video>.txt` give frame i's label on line
 i+1; frame i's face is `DATA_FOLDER/<video>/<i:05d>.jpg`; frames without a face image are dropped.
-A cached data list (`DATA_LIST_TRAIN/VAL`) holds `video/00001.jpg label` per line with the label in
-the 8-class ABAW space (-1..7), so one list serves the coarse and the negative model alike; when
-the configured list file does not exist yet it is written after the first scan.
+Three kinds of sample set, as the release made them:
+- 'train' and 'val' (validation during training): the frames whose label falls in the model's
+  classes, labels in the class type's space;
+- 'eval' (-eval): every face image of the evaluated videos, -1 where the label is unknown or
+  outside the model's classes, because fusion needs both models' output on every frame.
+A data list (`DATA_LIST_TRAIN/VAL`) is the release's format: `video/00001.jpg label` per line, the
+label already in the class type's space (coarse 0-4, negative 0-3). A configured list that does not
+exist yet is written from the annotations for 'train'/'val'; -eval reads one but never writes it.
 """
 import math
 import os
@@ -21,12 +26,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 import labels as abaw_labels
+from errors import UsageError
 from fileio import atomic_open
 
 IMAGE_SUFFIX = '.jpg'
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Unusable data/annotation input; the message names the folder, file or line at fault."""
 
 
@@ -122,7 +128,9 @@ def scan_unannotated(data_folder, videos=None, anno_folder=None, split=None):
     return samples
 
 
-def read_data_list(path):
+def read_data_list(path, class_type):
+    """[(relpath, label)] from a list in the release's format, labels in class_type's space."""
+    num_classes = abaw_labels.NUM_CLASSES[abaw_labels.check_class_type(class_type)]
     samples = []
     with open(path, 'r', encoding='utf-8') as f:
         for line_no, line in enumerate(f, start=1):
@@ -134,8 +142,9 @@ def read_data_list(path):
                 label = int(parts[1])
             except (IndexError, ValueError):
                 raise DataError(f"{path}:{line_no}: expected 'video/00001.jpg label', got '{text}'") from None
-            if not -1 <= label <= 7:
-                raise DataError(f"{path}:{line_no}: label {label} is outside -1..7")
+            if not 0 <= label < num_classes:
+                raise DataError(f"{path}:{line_no}: label {label} is outside 0..{num_classes - 1}, the "
+                                f"'{class_type}' classes (a list holds labels already mapped to its class type)")
             samples.append((parts[0], label))
     if not samples:
         raise DataError(f"{path}: data list is empty")
@@ -143,38 +152,47 @@ def read_data_list(path):
 
 
 def write_data_list(path, samples):
+    """Write [(relpath, label)] in the release's list format, atomically."""
     with atomic_open(path, 'w', encoding='utf-8', newline='\n') as f:
         f.writelines(f"{rel} {label}\n" for rel, label in samples)
 
 
-def collect_samples(data_folder, anno_folder, split, class_type, train, data_list=None, video_list=None):
+MODES = ('train', 'val', 'eval')
+
+
+def collect_samples(data_folder, anno_folder, split, class_type, mode, data_list=None, video_list=None,
+                    list_flag='-data_list'):
     """[(relpath, label in class_type's space)] for one split.
 
-    Training keeps only frames whose label maps into class_type's classes. Evaluation keeps every
-    face image, with -1 for frames outside those classes. Without annotations (test set: no
+    mode 'train' / 'val': only frames whose label maps into class_type's classes. mode 'eval':
+    every face image, -1 for frames outside those classes; without annotations (test set: no
     anno_folder, or a video list whose videos have no annotation file) every label is -1.
     """
     abaw_labels.check_class_type(class_type)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if data_list and os.path.isfile(data_list):
-        abaw = read_data_list(data_list)
-    elif video_list:
+        return read_data_list(data_list, class_type)
+    if data_list and mode == 'eval':
+        raise DataError(f"{list_flag} {data_list}: file does not exist (with -eval a list names the frames "
+                        "to evaluate; leave it out to evaluate every face frame)")
+    if mode == 'eval' and video_list:
         abaw = scan_unannotated(data_folder, read_video_list(video_list), anno_folder, split)
-    elif not anno_folder:
-        if train:
-            raise DataError("-anno_folder is required for training")
+    elif mode == 'eval' and not anno_folder:
         abaw = scan_unannotated(data_folder)
     else:
-        # Training lists are cached with every face frame so one list serves train and eval.
-        abaw = scan_annotated(data_folder, anno_folder, split, all_frames=bool(data_list) or not train)
-        if data_list:
-            write_data_list(data_list, abaw)
-    where = data_list or video_list or (f"{anno_folder}/{split}" if anno_folder else data_folder)
+        if not anno_folder:
+            raise DataError(f"-anno_folder is required {'for training' if mode == 'train' else 'to validate'}")
+        abaw = scan_annotated(data_folder, anno_folder, split, all_frames=mode == 'eval')
+    where = video_list or (f"{anno_folder}/{split}" if anno_folder else data_folder)
     mapped = [(rel, abaw_labels.map_label(label, class_type)) for rel, label in abaw]
-    if train:
+    if mode != 'eval':
         mapped = [(rel, label) for rel, label in mapped if label >= 0]
     if not mapped:
         raise DataError(f"-data_folder {data_folder}: no usable frame for class_type '{class_type}' "
                         f"(from {where})")
+    if data_list:
+        write_data_list(data_list, mapped)
     return mapped
 
 
@@ -193,7 +211,7 @@ class RandomApply:
 
     def __call__(self, img):
         draw = random.random()
-        run = draw >= self.p if self.release_inverted else draw < self.p
+        run = draw > self.p if self.release_inverted else draw < self.p
         return self.transform(img) if run else img
 
 
@@ -306,21 +324,33 @@ class ToNormalizedArray:
 
 
 class RandomErasing:
-    """Erase `count` random rectangles (area 2%-1/3, log-uniform aspect 0.3-3.3) of a normalised CHW
-    array; mode 'pixel' fills with per-pixel normal noise, 'rand' per-channel, 'const' zeros."""
+    """With probability `prob`, erase 1..max_count rectangles (the count drawn uniformly, each
+    rectangle's area 2%-1/3 of the image divided by the count, log-uniform aspect 0.3-3.3) of a
+    normalised CHW array, as the release's random_erasing.py did; mode 'pixel' fills with
+    per-pixel normal noise, 'rand' with one normal value per channel, 'const' with zeros."""
 
-    def __init__(self, prob, mode='pixel', count=1):
-        self.prob, self.mode, self.count = prob, mode, count
+    MODES = ('const', 'rand', 'pixel')
+
+    def __init__(self, prob, mode='pixel', max_count=1, min_count=1, min_area=0.02, max_area=1 / 3,
+                 min_aspect=0.3):
+        self.mode = (mode or 'const').lower()
+        if self.mode not in self.MODES:
+            raise DataError(f"TRAIN.RANDOM_ERASE_MODE '{mode}': choose one of {', '.join(self.MODES)}")
+        self.prob, self.min_count, self.max_count = prob, min_count, max(min_count, max_count or min_count)
+        self.min_area, self.max_area = min_area, max_area
+        self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
 
     def __call__(self, arr):
-        if self.prob <= 0 or random.random() >= self.prob:
+        if self.prob <= 0 or random.random() > self.prob:
             return arr
         channels, height, width = arr.shape
         area = height * width
-        for _ in range(self.count):
+        count = (self.min_count if self.min_count == self.max_count
+                 else random.randint(self.min_count, self.max_count))
+        for _ in range(count):
             for _attempt in range(10):
-                target = area * random.uniform(0.02, 1 / 3)
-                aspect = math.exp(random.uniform(math.log(0.3), math.log(1 / 0.3)))
+                target = random.uniform(self.min_area, self.max_area) * area / count
+                aspect = math.exp(random.uniform(*self.log_aspect))
                 h = int(round(math.sqrt(target * aspect)))
                 w = int(round(math.sqrt(target / aspect)))
                 if w < width and h < height:
@@ -347,6 +377,8 @@ class Compose:
 
 
 def train_transform(config):
+    """The release's training augmentation (its datasets.py), with its random-apply comparison
+    unless DATA.RELEASE_RANDOM_APPLY is False."""
     size = config.DATA.IMAGE_SIZE
     inverted = bool(config.DATA.RELEASE_RANDOM_APPLY)
     mean, std = config.DATA.IMAGENET_MEAN, config.DATA.IMAGENET_STD
@@ -359,7 +391,7 @@ def train_transform(config):
         RandomApply(GaussianBlur((0.1, 2.0)), 0.5, inverted),
         ToNormalizedArray(mean, std),
         RandomErasing(config.TRAIN.RANDOM_ERASE_PROB, config.TRAIN.RANDOM_ERASE_MODE,
-                      config.TRAIN.RANDOM_ERASE_COUNT),
+                      max_count=config.TRAIN.RANDOM_ERASE_COUNT),
     ])
 
 
@@ -435,13 +467,16 @@ class AbawDataset(_PaddleDataset):
 
 
 def build_dataset(config, mode):
-    """mode 'train' or 'val' ('val' is also -eval)."""
+    """The dataset for mode 'train', 'val' (validation during training) or 'eval' (-eval)."""
+    if config.DATA.DATASET != 'ABAW':
+        raise DataError(f"-dataset {config.DATA.DATASET}: only ABAW is supported (as in the release)")
     train = mode == 'train'
     split = config.DATA.TRAIN_SPLIT if train else config.DATA.VAL_SPLIT
     data_list = config.DATA.DATA_LIST_TRAIN if train else config.DATA.DATA_LIST_VAL
-    video_list = None if train else (config.DATA.VIDEO_LIST or None)
+    video_list = (config.DATA.VIDEO_LIST or None) if mode == 'eval' else None
     samples = collect_samples(config.DATA.DATA_FOLDER, config.DATA.ANNO_FOLDER, split,
-                              config.DATA.CLASS_TYPE, train, data_list or None, video_list)
+                              config.DATA.CLASS_TYPE, mode, data_list or None, video_list,
+                              list_flag='-data_list_train' if train else '-data_list_val')
     transform = train_transform(config) if train else val_transform(config)
     return AbawDataset(config.DATA.DATA_FOLDER, samples, transform,
                        bool(config.DATA.SKIP_BAD_IMAGES))

@@ -3,6 +3,7 @@
 Everything that reads or writes labels (datasets, fusion, submission files, preprocessing of
 `_left`/`_right` videos) goes through this module so the class orders are defined once.
 """
+from errors import UsageError
 from fileio import atomic_open
 
 ABAW_CLASSES = ('Neutral', 'Anger', 'Disgust', 'Fear', 'Happiness', 'Sadness', 'Surprise', 'Other')
@@ -23,7 +24,7 @@ ANNOTATION_HEADER = ','.join(ABAW_CLASSES)
 NEGATIVE_TO_ABAW = tuple(ABAW_CLASSES.index(name) for name in NEGATIVE_CLASSES)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UsageError):
     """An annotation file that does not follow the ABAW EXPR format; the message names file and line."""
 
 

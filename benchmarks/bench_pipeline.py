@@ -6,7 +6,7 @@ preprocessing (video -> aligned faces) and smooth_predict.py at full validation 
 
 1. Per worker: decode a 224x224 JPEG face + datasets.train_transform (and val_transform), in this
    process, single-threaded, i.e. what one data-loader worker does per image.
-2. The loader: datasets.AbawDataset through engine.build_loader (the project's loader defaults)
+2. The loader: datasets.AbawDataset through loader.build_loader (the project's loader defaults)
    with 0, 1 and 2 workers (this machine has 2 cores), batch 32, images/s after the first batch;
    then the transport alone (samples that cost nothing, batch DATA.BATCH_SIZE float32), through
    shared memory and through pipes.
@@ -73,8 +73,8 @@ def _timed_batches(loader, images):
 
 
 def _loader(config, dataset, workers, batch_size, **data_keys):
-    """The training loader exactly as engine.build_loader makes it (the project's defaults)."""
-    from engine import build_loader
+    """The training loader exactly as loader.build_loader makes it (the project's defaults)."""
+    from loader import build_loader
     config = config.clone()
     config.defrost()
     config.DATA.NUM_WORKERS = workers
@@ -118,7 +118,7 @@ def transport_rate(config, workers, shared_memory, batch_size, batches):
 
 
 def implication(per_worker, transport, batch_size, config):
-    from engine import shared_memory_fits
+    from loader import shared_memory_fits
     workers = 16
     _, needed, _ = shared_memory_fits(config, batch_size, workers)
     deliver = min(workers * per_worker, transport['shared_memory'])
@@ -180,7 +180,7 @@ def main(argv=None):
         for workers in (0, 1, 2):
             rate = loader_rate(config, folder, samples, train_tf, workers, batches=3 if args.quick else 6)
             results['loader_images_per_s'][str(workers)] = rate
-            print(f"engine.build_loader (training transform, batch 32, {workers} worker(s)): {rate:.0f} images/s",
+            print(f"loader.build_loader (training transform, batch 32, {workers} worker(s)): {rate:.0f} images/s",
                   flush=True)
     transport_batch = int(config.DATA.BATCH_SIZE)
     results['transport_batch_size'] = transport_batch
@@ -216,7 +216,7 @@ def main(argv=None):
                  f"- Decode + training augmentation, one worker: **{per_worker:.0f} images/s**; "
                  f"decode + validation transform: {results['val_transform_images_per_s_per_worker']:.0f} images/s "
                  f"({count} distinct 224x224 JPEG faces).",
-                 "- engine.build_loader (the project's loader defaults), training transform, batch 32: " + ', '.join(
+                 "- loader.build_loader (the project's loader defaults), training transform, batch 32: " + ', '.join(
                      f"{w} worker(s) {r:.0f} images/s" for w, r in results['loader_images_per_s'].items()) + '.',
                  f"- Transport alone (samples that cost nothing, 2 workers, batch {transport_batch} float32): "
                  f"shared memory {shared_rate:.0f} images/s, pipes "

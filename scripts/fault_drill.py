@@ -31,12 +31,12 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(ROOT, 'tests')
-sys.path[:0] = [ROOT, TESTS]
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]  # tests/synthetic_video.py: the face clips
 
 import cpu_env  # noqa: E402,F401  (thread settings before paddle is imported)
 import numpy as np  # noqa: E402
 
+from demo.pattern_data import TINY_YAML, balanced_labels, make_abaw_tree  # noqa: E402
 from fileio import is_temporary  # noqa: E402
 
 PYTHON = sys.executable
@@ -155,8 +155,7 @@ def read_text(path):
 # Generated data
 
 def make_training_data(root, quick):
-    """Aff-Wild2-style faces and EXPR files from the test fixtures' generator (tests/conftest.py)."""
-    from conftest import TINY_YAML, balanced_labels, make_abaw_tree
+    """Aff-Wild2-style faces and EXPR files from the generator the tests use (demo/pattern_data.py)."""
     frames = 24 if quick else 40
     train = {'vid_a': balanced_labels(frames), 'vid_b_left': balanced_labels(frames - 8, 3),
              'vid_c': [-1, -1] + balanced_labels(frames - 10, 5)}

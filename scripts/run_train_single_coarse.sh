@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
-# Train the coarse Swin-S model (one process).
-# Environment: DATA_FOLDER ANNO_FOLDER PRETRAINED GPUS BATCH_SIZE OUTPUT (see run_abaw.sh); extra flags pass through.
-exec "$(dirname "${BASH_SOURCE[0]}")/run_abaw.sh" train single coarse "$@"
+#!/bin/sh
+# Train the coarse Swin-S model (one process), e.g. `sh scripts/run_train_single_coarse.sh`.
+# Settings: the environment variables listed in run_abaw.sh; extra flags pass through to the main.
+exec sh "$(dirname -- "$0")/run_abaw.sh" train single coarse "$@"

@@ -59,10 +59,14 @@ def test_flags_apply_and_class_type_sets_classes():
     c = update_config(get_config(), args)
     assert c.MODEL.NUM_CLASSES == 4 and c.DATA.CLASS_TYPE == 'negative'
     assert c.DATA.BATCH_SIZE == 16 and c.DATA.DATA_FOLDER == '/d' and c.DATA.ANNO_FOLDER == '/a'
-    assert c.EVAL and c.AMP and c.SAVE == '/o' and c.MODEL.PRETRAINED == 'w.pdparams'
+    # As the release: -amp only applies to training, -batch_size sets the evaluation batch too.
+    assert c.EVAL and not c.AMP and c.SAVE == '/o' and c.MODEL.PRETRAINED == 'w.pdparams'
+    assert c.DATA.BATCH_SIZE_EVAL == 16
     assert c.TRAIN.LAST_EPOCH == 3 and c.TRAIN.ACCUM_ITER == 2
     assert list(c.MODEL.STAGE_DEPTHS) == [2, 2, 18, 2]
     assert update_config(get_config(), get_arguments(['-class_type', 'coarse'])).MODEL.NUM_CLASSES == 5
+    train = update_config(get_config(), get_arguments(['-amp', '-batch_size', '8', '-batch_size_eval', '32']))
+    assert train.AMP and train.DATA.BATCH_SIZE == 8 and train.DATA.BATCH_SIZE_EVAL == 32
 
 
 def test_unknown_class_type_and_opts():

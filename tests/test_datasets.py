@@ -8,7 +8,7 @@ from PIL import Image
 
 import datasets
 import labels
-from conftest import HEADER, write_annotation
+from helpers import HEADER, write_annotation
 
 
 def expected_train(abaw, class_type):
@@ -24,7 +24,7 @@ def expected_train(abaw, class_type):
 @pytest.mark.parametrize('class_type', ['all', 'coarse', 'negative'])
 def test_training_samples_follow_annotations_and_class_maps(abaw_small, class_type):
     samples = datasets.collect_samples(abaw_small['data_folder'], abaw_small['anno_folder'], 'Train_Set',
-                                       class_type, train=True)
+                                       class_type, 'train')
     assert samples == expected_train(abaw_small, class_type)
     # missing faces (vid_a 2 and 9) and -1 labels (vid_c 1, 2) are not in the data
     paths = {p for p, _ in samples}
@@ -34,7 +34,7 @@ def test_training_samples_follow_annotations_and_class_maps(abaw_small, class_ty
 
 def test_evaluation_samples_cover_every_face_image(abaw_small):
     samples = datasets.collect_samples(abaw_small['data_folder'], abaw_small['anno_folder'], 'Validation_Set',
-                                       'negative', train=False)
+                                       'negative', 'eval')
     on_disk = sorted(f"{v}/{n}" for v in abaw_small['val'] for n in os.listdir(os.path.join(abaw_small['data_folder'], v)))
     assert [p for p, _ in samples] == on_disk
     by_path = dict(samples)
@@ -65,49 +65,67 @@ def test_malformed_annotation_names_file_and_line(tmp_path, abaw_small, content,
     bad.write_text(content)
     with pytest.raises(labels.AnnotationError, match=f"vid_a.txt:{line}:"):
         datasets.collect_samples(abaw_small['data_folder'], str(tmp_path / 'annotations'), 'Train_Set',
-                                 'coarse', train=True)
+                                 'coarse', 'train')
 
 
 def test_missing_folders_and_empty_data_are_clear_errors(tmp_path, abaw_small):
     with pytest.raises(datasets.DataError, match='-data_folder .*does not exist'):
-        datasets.collect_samples(str(tmp_path / 'nope'), abaw_small['anno_folder'], 'Train_Set', 'all', True)
+        datasets.collect_samples(str(tmp_path / 'nope'), abaw_small['anno_folder'], 'Train_Set', 'all', 'train')
     with pytest.raises(datasets.DataError, match='-anno_folder .*does not exist'):
-        datasets.collect_samples(abaw_small['data_folder'], str(tmp_path / 'nope'), 'Train_Set', 'all', True)
+        datasets.collect_samples(abaw_small['data_folder'], str(tmp_path / 'nope'), 'Train_Set', 'all', 'train')
     with pytest.raises(datasets.DataError, match="no 'Test_Set' sub-folder"):
-        datasets.collect_samples(abaw_small['data_folder'], abaw_small['anno_folder'], 'Test_Set', 'all', True)
+        datasets.collect_samples(abaw_small['data_folder'], abaw_small['anno_folder'], 'Test_Set', 'all', 'train')
     empty = tmp_path / 'empty_faces'
     empty.mkdir()
     with pytest.raises(datasets.DataError, match='no usable frame'):
-        datasets.collect_samples(str(empty), abaw_small['anno_folder'], 'Train_Set', 'all', True)
+        datasets.collect_samples(str(empty), abaw_small['anno_folder'], 'Train_Set', 'all', 'train')
     with pytest.raises(ValueError, match="unknown class_type 'fine'"):
-        datasets.collect_samples(abaw_small['data_folder'], abaw_small['anno_folder'], 'Train_Set', 'fine', True)
+        datasets.collect_samples(abaw_small['data_folder'], abaw_small['anno_folder'], 'Train_Set', 'fine', 'train')
 
 
-def test_data_list_is_written_once_then_read(tmp_path, abaw_small):
-    list_path = str(tmp_path / 'train_list.txt')
+def test_data_list_in_the_release_format_is_written_once_then_read(tmp_path, abaw_small):
+    list_path = tmp_path / 'train_list_negative.txt'
     first = datasets.collect_samples(abaw_small['data_folder'], abaw_small['anno_folder'], 'Train_Set',
-                                     'coarse', True, data_list=list_path)
-    assert os.path.isfile(list_path)
-    assert first == expected_train(abaw_small, 'coarse')
-    # The cached list holds ABAW labels of every face frame, so it also serves the negative model.
-    from_list = datasets.collect_samples(abaw_small['data_folder'], str(tmp_path / 'gone'), 'Train_Set',
-                                         'negative', True, data_list=list_path)
-    assert from_list == expected_train(abaw_small, 'negative')
-    with open(list_path, 'a') as f:
-        f.write('vid_a/00099.jpg eight\n')
-    with pytest.raises(datasets.DataError, match=r'train_list.txt:\d+:'):
-        datasets.read_data_list(list_path)
+                                     'negative', 'train', data_list=str(list_path))
+    assert first == expected_train(abaw_small, 'negative')
+    # The release's format: one 'video/00001.jpg label' line per frame of the class type, the label
+    # already mapped (negative: 0 Anger .. 3 Sadness); Anger frames are kept as 0, not dropped.
+    lines = list_path.read_text().splitlines()
+    assert lines == [f"{rel} {label}" for rel, label in first]
+    assert any(line.endswith(' 0') for line in lines)
+    # Read back (the annotations are no longer needed), labels as written.
+    again = datasets.collect_samples(abaw_small['data_folder'], str(tmp_path / 'gone'), 'Train_Set',
+                                     'negative', 'train', data_list=str(list_path))
+    assert again == first
+
+
+def test_release_list_written_by_hand_is_read_with_its_labels(tmp_path, abaw_small):
+    release_list = tmp_path / 'val_list_coarse.txt'
+    release_list.write_text('val_x/00001.jpg 4\nval_x/00002.jpg 4\nval_x/00004.jpg 1\n')
+    assert datasets.collect_samples(abaw_small['data_folder'], '', 'Validation_Set', 'coarse', 'val',
+                                    data_list=str(release_list)) == [
+        ('val_x/00001.jpg', 4), ('val_x/00002.jpg', 4), ('val_x/00004.jpg', 1)]
+    # 4 is a coarse label (Negative) but no negative class: the file and line are named.
+    with pytest.raises(datasets.DataError, match=r'val_list_coarse.txt:1: label 4 is outside 0\.\.3'):
+        datasets.read_data_list(str(release_list), 'negative')
+    release_list.write_text('val_x/00001.jpg 0\nval_x/00002.jpg eight\n')
+    with pytest.raises(datasets.DataError, match=r'val_list_coarse.txt:2:'):
+        datasets.read_data_list(str(release_list), 'coarse')
+    # -eval reads a list but never writes one: a missing list is an error naming the flag.
+    with pytest.raises(datasets.DataError, match='-data_list_val .*missing.txt: file does not exist'):
+        datasets.collect_samples(abaw_small['data_folder'], '', 'Validation_Set', 'coarse', 'eval',
+                                 data_list=str(tmp_path / 'missing.txt'), list_flag='-data_list_val')
 
 
 def test_unannotated_videos_get_label_minus_one(tmp_path, abaw_small):
-    every = datasets.collect_samples(abaw_small['data_folder'], '', 'Validation_Set', 'coarse', train=False)
+    every = datasets.collect_samples(abaw_small['data_folder'], '', 'Validation_Set', 'coarse', 'eval')
     n_images = sum(len(os.listdir(os.path.join(abaw_small['data_folder'], v))) for v in
                    list(abaw_small['train']) + list(abaw_small['val']))
     assert len(every) == n_images and all(label == -1 for _, label in every)
     video_list = tmp_path / 'videos.txt'
     video_list.write_text('val_x\n\nvid_c\n')
     chosen = datasets.collect_samples(abaw_small['data_folder'], abaw_small['anno_folder'], 'Validation_Set',
-                                      'coarse', train=False, video_list=str(video_list))
+                                      'coarse', 'eval', video_list=str(video_list))
     videos = {p.split('/')[0] for p, _ in chosen}
     assert videos == {'val_x', 'vid_c'}
     # val_x is annotated in Validation_Set, vid_c is not (it is a training video)
@@ -115,7 +133,7 @@ def test_unannotated_videos_get_label_minus_one(tmp_path, abaw_small):
     assert any(label >= 0 for p, label in chosen if p.startswith('val_x/'))
     video_list.write_text('no_such_video\n')
     with pytest.raises(datasets.DataError, match="no folder for video 'no_such_video'"):
-        datasets.collect_samples(abaw_small['data_folder'], '', 'Validation_Set', 'coarse', False,
+        datasets.collect_samples(abaw_small['data_folder'], '', 'Validation_Set', 'coarse', 'eval',
                                  video_list=str(video_list))
 
 

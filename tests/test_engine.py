@@ -8,24 +8,13 @@ import numpy as np
 import paddle
 import pytest
 
+import checkpoints
 import engine
 import labels
-from conftest import make_abaw_tree
+import loader
+import optim
+from helpers import configured, make_abaw_tree
 from fileio import is_temporary
-
-
-def configured(base, output, **changes):
-    cfg = base.clone()
-    cfg.defrost()
-    cfg.SAVE = str(output)
-    for dotted, value in changes.items():
-        node = cfg
-        *parents, leaf = dotted.split('.')
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    cfg.freeze()
-    return cfg
 
 
 def model_weights(path):
@@ -161,11 +150,11 @@ class NaNAfter(paddle.nn.Layer):
 def test_nonfinite_loss_stops_naming_step_and_keeps_last_good(tmp_path, tiny_config, monkeypatch):
     import swin_transformer
     real_build = swin_transformer.build_swin
-    steps_per_epoch = 7  # 52 coarse training frames in abaw_small / batch 8
+    steps_per_epoch = 6  # 52 coarse training frames in abaw_small / batch 8, the partial batch dropped
     monkeypatch.setattr(swin_transformer, 'build_swin',
                         lambda cfg: NaNAfter(real_build(cfg), after=steps_per_epoch + 3))
     out = tmp_path / 'nan'
-    with pytest.raises(engine.NonFiniteLossError, match=r'epoch 2 step 3/7 \(global step 10\).*last\.pdparams'):
+    with pytest.raises(engine.NonFiniteLossError, match=r'epoch 2 step 3/6 \(global step 9\).*last\.pdparams'):
         engine.run(configured(tiny_config, out, **{'TRAIN.NUM_EPOCHS': 3}))
     _, state = model_weights(str(out / 'last.pdparams'))
     assert state['epoch'] == 1
@@ -219,11 +208,11 @@ def test_amp_on_cpu_is_ignored_with_one_log_line(tmp_path, tiny_config, capsys):
 
 
 def test_schedule_and_weight_decay_groups(tiny_config):
-    sched = engine.WarmupCosine(1.0, 0.1, 0.0, warmup_epochs=2, total_epochs=6, steps_per_epoch=4)
+    sched = optim.WarmupCosine(1.0, 0.1, 0.0, warmup_epochs=2, total_epochs=6)
     lrs = []
-    for _ in range(25):
+    for update in range(25):  # 4 updates per epoch, stepped with the fractional epoch as training does
+        sched.step(update / 4)
         lrs.append(sched.get_lr())
-        sched.step()
     assert lrs[0] == pytest.approx(0.1)
     assert lrs[4] == pytest.approx(0.55)    # epoch 1.0: halfway through warm-up
     assert lrs[8] == pytest.approx(1.0)     # end of warm-up
@@ -231,22 +220,22 @@ def test_schedule_and_weight_decay_groups(tiny_config):
     assert lrs[24] == pytest.approx(0.0, abs=1e-12)
     import swin_transformer
     model = swin_transformer.build_swin(tiny_config)
-    no_decay = [n for n, p in model.named_parameters() if engine._no_weight_decay(n, p)]
+    no_decay = [n for n, p in model.named_parameters() if optim._no_weight_decay(n, p)]
     assert any('relative_position_bias_table' in n for n in no_decay)
     assert any(n.endswith('.bias') for n in no_decay) and any('norm' in n for n in no_decay)
     assert not any(n.endswith('qkv.weight') for n in no_decay)
-    scaled = engine.scaled_learning_rates(configured(tiny_config, '/tmp', **{'TRAIN.LINEAR_SCALED_LR': 512,
+    scaled = optim.scaled_learning_rates(configured(tiny_config, '/tmp', **{'TRAIN.LINEAR_SCALED_LR': 512,
                                                                           'TRAIN.ACCUM_ITER': 2}), 4)
     assert scaled[0] == pytest.approx(tiny_config.TRAIN.BASE_LR * 8 * 2 * 4 / 512)
 
 
 def test_distributed_sampler_pads_and_splits():
-    ranks = [engine.EpochBatchSampler(13, 4, r, 2, shuffle=True, seed=1) for r in range(2)]
+    ranks = [loader.EpochBatchSampler(13, 4, r, 2, shuffle=True, seed=1) for r in range(2)]
     for s in ranks:
         s.set_epoch(3)
     seen = [i for s in ranks for batch in s for i in batch]
     assert len(seen) == 14 and set(seen) == set(range(13))
-    again = engine.EpochBatchSampler(13, 4, 0, 2, shuffle=True, seed=1)
+    again = loader.EpochBatchSampler(13, 4, 0, 2, shuffle=True, seed=1)
     again.set_epoch(3)
     assert list(again) == list(ranks[0])
     again.set_epoch(4)
@@ -277,18 +266,18 @@ def test_tiny_model_learns_visible_class_signal(tmp_path, tiny_config, learnable
 def test_resume_auto_picks_newest_complete_checkpoint(tmp_path):
     import logging
     logger = logging.getLogger('test_resume_auto')
-    assert engine.find_resume_checkpoint(str(tmp_path), logger) is None
+    assert checkpoints.find_resume_checkpoint(str(tmp_path), logger) is None
     for name, epoch in (('Epoch-1-Loss-1.0000.pdparams', 1), ('last.pdparams', 2), ('best.pdparams', 1)):
-        engine.save_checkpoint(str(tmp_path / name), {'model': {}, 'epoch': epoch})
-    assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')
-    engine.save_checkpoint(str(tmp_path / 'Epoch-2-Loss-0.9000.pdparams'), {'model': {}, 'epoch': 2})
-    assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')  # tie: last
+        checkpoints.save_checkpoint(str(tmp_path / name), {'model': {}, 'epoch': epoch})
+    assert checkpoints.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')
+    checkpoints.save_checkpoint(str(tmp_path / 'Epoch-2-Loss-0.9000.pdparams'), {'model': {}, 'epoch': 2})
+    assert checkpoints.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')  # tie: last
     # A newer periodic file that was cut short (e.g. disk full) is skipped, not trusted.
     (tmp_path / 'Epoch-3-Loss-0.8000.pdparams').write_bytes(b'\x80\x04truncated')
     (tmp_path / '.last.x1.tmp.pdparams').write_bytes(b'partial')
-    assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')
+    assert checkpoints.find_resume_checkpoint(str(tmp_path), logger).endswith('last.pdparams')
     (tmp_path / 'last.pdparams').write_bytes(b'junk')
-    assert engine.find_resume_checkpoint(str(tmp_path), logger).endswith('Epoch-2-Loss-0.9000.pdparams')
+    assert checkpoints.find_resume_checkpoint(str(tmp_path), logger).endswith('Epoch-2-Loss-0.9000.pdparams')
 
 
 def test_output_folder_is_locked_and_leftover_temporaries_cleared(tmp_path):
@@ -298,11 +287,11 @@ def test_output_folder_is_locked_and_leftover_temporaries_cleared(tmp_path):
     out.mkdir()
     leftover = out / '.last.abc123.tmp.pdparams'
     leftover.write_bytes(b'half a checkpoint')
-    engine.claim_output_dir(str(out))
+    checkpoints.claim_output_dir(str(out))
     assert not leftover.exists()
     # Another process cannot claim the folder while this one holds it.
-    code = ("import sys, engine\n"
-            "try:\n    engine.claim_output_dir(sys.argv[1])\nexcept engine.TrainingError as e:\n"
+    code = ("import sys, checkpoints, errors\n"
+            "try:\n    checkpoints.claim_output_dir(sys.argv[1])\nexcept errors.TrainingError as e:\n"
             "    print(e); sys.exit(3)\n")
     done = subprocess.run([sys.executable, '-c', code, str(out)], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -318,13 +307,13 @@ def test_loader_takes_prefetch_and_shared_memory_keys_and_fits_shm(tiny_config, 
     warnings = []
     logger = logging.getLogger('test_loader_keys')
     monkeypatch.setattr(logger, 'warning', warnings.append)
-    monkeypatch.setattr(engine.cpu_env, 'processes_on_this_machine', lambda: 1)
+    monkeypatch.setattr(loader.cpu_env, 'processes_on_this_machine', lambda: 1)
     usage = namedtuple('usage', 'total used free')
 
     def loader_with_free_shm(free_batches, **changes):
-        monkeypatch.setattr(engine.shutil, 'disk_usage', lambda folder: usage(0, 0, free_batches * batch * image_bytes))
+        monkeypatch.setattr(loader.shutil, 'disk_usage', lambda folder: usage(0, 0, free_batches * batch * image_bytes))
         cfg = configured(tiny_config, '/nonexistent', **{'DATA.NUM_WORKERS': 4, **changes})
-        return engine.build_loader(dataset, cfg, True, 0, 1, logger)[0]
+        return loader.build_loader(dataset, cfg, True, 0, 1, logger)[0]
 
     # 4 workers x 3 batches + the 2 the training loop holds
     roomy = loader_with_free_shm(14, **{'DATA.PREFETCH_FACTOR': 3})

@@ -90,7 +90,7 @@ def test_export_tool_writes_a_working_predictor(exported, tmp_path, capsys):
     paddle.save({'model': model.state_dict(), 'epoch': 1}, checkpoint)
     cfg_file = tmp_path / 'tiny.yaml'
     cfg_file.write_text("DATA:\n  IMAGE_SIZE: 56\nMODEL:\n  NUM_CLASSES: 5\n  EMBED_DIM: 12\n"
-                        "  STAGE_DEPTHS: [2, 2]\n  NUM_HEADS: [1, 2]\n  WINDOW_SIZE: 7\n")
+                        "  STAGE_DEPTHS: [2, 2]\n  NUM_HEADS: [1, 2]\n  WINDOW_SIZE: 7\n  PATCH_SIZE: 4\n")
     out = str(tmp_path / 'out' / 'tiny_infer')
     assert main(['-cfg', str(cfg_file), '-pretrained', checkpoint, '-output', out, '--check']) == 0
     difference = float(capsys.readouterr().out.rsplit(':', 1)[1])

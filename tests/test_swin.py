@@ -88,18 +88,27 @@ def test_ema_weights_are_preferred(tmp_path):
     np.testing.assert_array_equal(target.fc.weight.numpy(), ema.fc.weight.numpy())
 
 
-def test_missing_and_mismatched_backbone_keys_are_listed(tmp_path):
+def test_missing_and_mismatched_backbone_keys_are_listed_when_evaluating(tmp_path, caplog):
     state = {k: v for k, v in build_swin(_tiny()).state_dict().items()}
     del state['stages.1.blocks.0.attn.qkv.weight']
     path = str(tmp_path / 'broken.pdparams')
     paddle.save(state, path)
     with pytest.raises(CheckpointError, match=r'missing: stages\.1\.blocks\.0\.attn\.qkv\.weight'):
+        load_pretrained(build_swin(_tiny()), path, keep_head=True)
+    # Fine-tuning skips it, as the release's loader did, and says so.
+    with caplog.at_level('WARNING'):
         load_pretrained(build_swin(_tiny()), path)
+    assert 'stages.1.blocks.0.attn.qkv.weight' in caplog.text
     wider = build_swin(_config('swin_debug.yaml', EMBED_DIM=24))
     path = str(tmp_path / 'wider.pdparams')
     paddle.save(wider.state_dict(), path)
     with pytest.raises(CheckpointError, match='shape mismatch: patch_embedding'):
+        load_pretrained(build_swin(_tiny()), path, keep_head=True)
+    # Fine-tuning keeps the few that fit (the relative position tables: same heads) and lists the rest.
+    caplog.clear()
+    with caplog.at_level('WARNING'):
         load_pretrained(build_swin(_tiny()), path)
+    assert 'other shape' in caplog.text and 'patch_embedding.patch_embed.weight' in caplog.text
     with pytest.raises(CheckpointError, match='not found'):
         load_pretrained(build_swin(_tiny()), str(tmp_path / 'absent.pdparams'))
     garbage = tmp_path / 'garbage.pdparams'

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 import engine
+from helpers import configured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +33,6 @@ def digests(log_dir):
 
 
 def test_two_process_training_and_evaluation(tmp_path, tiny_config, tiny_cfg_file, abaw_small):
-    from test_engine import configured
     start = tmp_path / 'start'
     engine.run(configured(tiny_config, start, **{'TRAIN.NUM_EPOCHS': 1}))
     env = {'CFG': tiny_cfg_file, 'DATA_FOLDER': abaw_small['data_folder'],

@@ -229,7 +229,7 @@ def fuse(coarse_logits, negative_logits, mode='soft'):
     soft: c = softmax(coarse), n = softmax(negative);
           p = (c0, c4*n0, c4*n1, c4*n2, c1, c4*n3, c2, c3).
     hard: the coarse argmax, or when that is Negative the negative argmax mapped to
-          Anger/Disgust/Fear/Sadness; p is its one-hot.
+          Anger/Disgust/Fear/Sadness (argmaxes of the logits); p is its one-hot.
     A negative row of NaN (or negative_logits None) means no negative prediction: n = 0.25 each.
     Ties in an argmax go to the lowest index.
     """
@@ -244,15 +244,17 @@ def fuse(coarse_logits, negative_logits, mode='soft'):
     if negative_logits.shape != (count, len(NEGATIVE_CLASSES)):
         raise ValueError(f"negative logits must be [{count}, {len(NEGATIVE_CLASSES)}], "
                          f"got {negative_logits.shape}")
+    absent = None  # the usual case: every row has negative logits, no masks to copy through
     if np.isnan(negative_logits).any():
         absent = np.isnan(negative_logits).any(axis=1)
-        negative_probs = np.full(negative_logits.shape, 1.0 / len(NEGATIVE_CLASSES))
-        if not absent.all():
-            negative_probs[~absent] = softmax(negative_logits[~absent])
-    else:  # the usual case, without the masks' copies
-        negative_probs = softmax(negative_logits)
 
     if mode == 'soft':
+        if absent is None:
+            negative_probs = softmax(negative_logits)
+        else:
+            negative_probs = np.full(negative_logits.shape, 1.0 / len(NEGATIVE_CLASSES))
+            if not absent.all():
+                negative_probs[~absent] = softmax(negative_logits[~absent])
         coarse_probs = softmax(coarse_logits)
         probs = np.empty((count, NUM_ABAW))
         probs[:, [COARSE_TO_ABAW[c] for c in _COARSE_KEPT]] = coarse_probs[:, _COARSE_KEPT]
@@ -262,7 +264,12 @@ def fuse(coarse_logits, negative_logits, mode='soft'):
         coarse_label = np.argmax(coarse_logits, axis=1)
         label = np.asarray(COARSE_TO_ABAW)[coarse_label]
         refine = coarse_label == COARSE_NEGATIVE
-        label[refine] = np.asarray(NEGATIVE_TO_ABAW)[np.argmax(negative_probs[refine], axis=1)]
+        # The argmax of the logits themselves (a softmax could round two of them into a tie);
+        # a row without negative logits is uniform, whose argmax is the first class.
+        negative = negative_logits[refine]
+        if absent is not None:
+            negative = np.where(absent[refine][:, None], 0.0, negative)
+        label[refine] = np.asarray(NEGATIVE_TO_ABAW)[np.argmax(negative, axis=1)]
         probs = np.zeros((count, NUM_ABAW))
         probs[np.arange(count), label] = 1.0
         return probs

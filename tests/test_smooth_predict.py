@@ -84,6 +84,9 @@ def test_hard_fusion_cascade():
     assert p.argmax(axis=1).tolist() == [0, 4, 6, 7, 1, 2, 3, 5, 0, 2]
     np.testing.assert_array_equal(p.sum(axis=1), np.ones(10))
     assert set(np.unique(p)) == {0.0, 1.0}
+    # No negative prediction for a Negative frame: the uniform split, whose argmax is Anger.
+    p = sp.fuse([[0, 0, 0, 0, 5], [0, 0, 0, 0, 5]], [[np.nan] * 4, [0, 1, 0, 0]], 'hard')
+    assert p.argmax(axis=1).tolist() == [1, 2]
 
 
 def test_fusion_rejects_bad_shapes_and_modes():

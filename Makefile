@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv clean-demo
+.PHONY: test test-fast demo venv clean-demo
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Everything but the multi-process, fault-drill, learnability and launcher runs: for editing.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py

@@ -1,12 +1,14 @@
 """Facial expressions of every frame of any video, in one command: the whole CFC-SP method.
 
     python predict_video.py VIDEO_OR_FOLDER -output DIR [-coarse_weights W -negative_weights W]
-        [-window K -alpha A] [-fusion soft|hard] [-device cpu|gpu] [-annotate] [-people all|main]
+        [-fusion soft|hard] [-smooth_on logits|fused -window K -alpha A] [-device cpu|gpu] [-annotate]
+        [-people all|main]
 
 Each video goes through the project's own stages, in memory and in one pass: the face loop of
 `python -m preprocess` (preprocess.faceloop: FFmpeg decoding, MTCNN detection, tracking of each
 person, alignment), the validation transform (datasets.val_transform), the coarse and negative Swin
-models (predictor.load_classifier), fusion and Smooth Predicting (smooth_predict.fuse / smooth /
+models (predictor.load_classifier), Smooth Predicting and fusion (smooth_predict.Smoothing, by
+default SP on each model's logits with K = 2 as the release's figure draws it, then soft fusion;
 fill_missing). Every aligned face is JPEG-encoded and decoded exactly as `python -m preprocess`
 writes it and `-eval` reads it, so the labels equal those of running the three steps separately.
 
@@ -119,17 +121,20 @@ class Model:
 
 # ----------------------------------------------------------------------------- one video
 
-def analyse_video(path, detector, models, fusion='soft', classify_batch=32, fps=None, progress=None):
+def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps=None, progress=None):
     """Detect, track, align and classify every face of every frame of one video.
 
     Returns a dict: frames (count), tracked (preprocess.tracking.TrackedVideo: every detection
     and its person), keys [N] (frame, face index) of the classified faces, coarse_logits [N, 5],
-    negative_logits [N, 4] (NaN rows where the negative model was not needed: hard fusion,
-    coarse label not Negative), seconds per stage (decode, detect, track, align, classify).
+    negative_logits [N, 4] (NaN rows where `smoothing` (a smooth_predict.Smoothing, default the
+    release's SP) does not read them: hard fusion, fused mode or K = 0, coarse label not
+    Negative), seconds per stage (decode, detect, track, align, classify).
     """
     import datasets
     from preprocess.faceloop import FaceLoop, StageClock
+    from smooth_predict import Smoothing
 
+    smoothing = smoothing or Smoothing()
     clock = StageClock()
     coarse_model, negative_model = models
     keys, coarse_logits, negative_logits = [], [], []
@@ -139,7 +144,7 @@ def analyse_video(path, detector, models, fusion='soft', classify_batch=32, fps=
         start = time.perf_counter()
         coarse = coarse_model(faces)
         negative = np.full((len(faces), len(NEGATIVE_CLASSES)), np.nan)
-        needed = (np.arange(len(faces)) if fusion == 'soft'
+        needed = (np.arange(len(faces)) if smoothing.needs_negative_everywhere
                   else np.flatnonzero(np.argmax(coarse, axis=1) == COARSE_NEGATIVE))
         if needed.size:
             negative[needed] = negative_model([faces[i] for i in needed])
@@ -204,13 +209,15 @@ def person_analyses(video, min_track_s, fps, people='all'):
     return result
 
 
-def fuse_and_smooth(analysis, fusion='soft', window=0, alpha=0.5):
-    """(smoothed probabilities [N, 8] of the face frames, label of every frame [T]) by
-    smooth_predict's rules: fuse, smooth over frame numbers, argmax, fill faceless frames."""
-    from smooth_predict import fill_missing, fuse, smooth
+def fuse_and_smooth(analysis, smoothing=None):
+    """(smoothed fused probabilities [N, 8] of the face frames, label of every frame [T]) by
+    smooth_predict's rules: `smoothing` (default the release's SP) over frame numbers, fusion,
+    argmax, faceless frames filled."""
+    from smooth_predict import Smoothing, fill_missing
 
-    probs = fuse(analysis['coarse_logits'], analysis['negative_logits'], fusion)
-    smoothed = smooth(probs, window, alpha, frames=analysis['face_frames'])
+    smoothing = smoothing or Smoothing()
+    smoothed = smoothing.apply(analysis['coarse_logits'], analysis['negative_logits'],
+                               frames=analysis['face_frames'])
     row_labels = np.argmax(smoothed, axis=1)
     return smoothed, fill_missing(analysis['face_frames'], row_labels, analysis['frames'])
 
@@ -306,7 +313,7 @@ def is_finished(out_dir, name, annotate, people):
                for p in output_paths(out_dir, f"{name}_person{number}", False).values())
 
 
-def write_outputs(path, name, out_dir, people, fusion, window, alpha, annotate, fps):
+def write_outputs(path, name, out_dir, people, smoothing, annotate, fps):
     """Each reported person's CSV, TXT and timeline (one person: unsuffixed names), the annotated
     video, and for several people the people CSV last. Returns {output name: labels}."""
     from plots import plot_timeline
@@ -316,11 +323,11 @@ def write_outputs(path, name, out_dir, people, fusion, window, alpha, annotate, 
     for number, analysis in people:
         output = person_name(name, number, len(people))
         paths = output_paths(out_dir, output, False)
-        smoothed, labels = fuse_and_smooth(analysis, fusion, window, alpha)
+        smoothed, labels = fuse_and_smooth(analysis, smoothing)
         probs = per_frame_probs(analysis, smoothed)
         write_annotation(paths['txt'], labels)
         plot_timeline(paths['timeline'], probs, labels,
-                      title=f"{output}: {fusion} fusion, K={window}, A={alpha:g}")
+                      title=f"{output}: {smoothing.summary}")
         write_frame_csv(paths['csv'], analysis, probs, labels, fps)
         drawn.append((number, analysis['boxes'], labels))
         written[output] = labels
@@ -361,19 +368,20 @@ def build_parser():
                '  gets <video>_person<k>.csv/.txt/_timeline.png (1 = present longest) and\n'
                '  <video>_people.csv lists them. Face settings default to those of\n'
                '  `python -m preprocess`, so the results equal running it, `main_single_gpu.py\n'
-               '  -eval` for both models and smooth_predict.py one after the other.')
+               '  -eval` for both models and smooth_predict.py one after the other.\n\n'
+               'smoothing (the same flags and defaults as smooth_predict.py):\n'
+               '  by default Smooth Predicting as the release\'s figure draws it: per model, on the\n'
+               '  logits, K=2 (-smooth_on logits -window 2), then soft fusion. The negative model\n'
+               '  runs on every face, except with -fusion hard and -smooth_on fused or -window 0,\n'
+               '  where it runs only where the coarse model says Negative.')
     parser.add_argument('input', metavar='VIDEO_OR_FOLDER',
                         help='a video file, or a folder searched recursively for videos')
     parser.add_argument('-output', required=True, help='output folder (never inside the input folder)')
     for kind in MODEL_KINDS:
         parser.add_argument(f'-{kind}_cfg', help=f'YAML config of the {kind} model')
         parser.add_argument(f'-{kind}_weights', help=f'{kind} model: .pdparams or exported prefix')
-    parser.add_argument('-window', type=int, default=0,
-                        help='Smooth Predicting window K in frames (0 = no smoothing)')
-    parser.add_argument('-alpha', type=float, default=0.5, help='weight A of the window mean')
-    parser.add_argument('-fusion', choices=('soft', 'hard'), default='soft',
-                        help='soft: probabilities (negative model on every face); hard: labels '
-                             '(negative model only where the coarse one says Negative)')
+    from smooth_predict import add_smoothing_arguments
+    add_smoothing_arguments(parser)
     parser.add_argument('-device', choices=('cpu', 'gpu'), default='cpu',
                         help='where the models and face detection run')
     parser.add_argument('-annotate', action='store_true', help='also write <video>_annotated.mp4')
@@ -461,6 +469,8 @@ def stage_report(frames, faces, seconds, wall):
 
 
 def run(args):
+    from smooth_predict import smoothing_from_args
+    smoothing = smoothing_from_args(args)
     settings = face_settings(args)
     videos = find_inputs(args.input)
     if os.path.isdir(args.input) and is_inside(args.output, args.input):
@@ -487,8 +497,8 @@ def run(args):
 
     torch_device = 'cuda' if args.device == 'gpu' else 'cpu'
     workers = default_workers(torch_device) if args.workers is None else args.workers
-    log.info("%d video(s); fusion %s, K=%d, A=%g; face detection on %s, %d worker process(es)",
-             len(videos), args.fusion, args.window, args.alpha, torch_device, workers)
+    log.info("%d video(s); %s; face detection on %s, %d worker process(es)",
+             len(videos), smoothing.describe(), torch_device, workers)
 
     done, skipped, no_face, failures = [], [], [], []
     totals = {'frames': 0, 'faces': 0, 'wall': 0.0, 'seconds': {}}
@@ -508,11 +518,10 @@ def run(args):
                                f"tracking assumes {FALLBACK_FPS:g} frames/s", file=sys.stderr)
                 with tqdm(total=total or None, desc=name[:40], unit='frame', position=1,
                           leave=False) as bar:
-                    video = analyse_video(path, detector, models, args.fusion, args.classify_batch,
+                    video = analyse_video(path, detector, models, smoothing, args.classify_batch,
                                           fps=fps, progress=bar.update)
                 people = person_analyses(video, args.min_track_s, fps or FALLBACK_FPS, args.people)
-                write_outputs(path, name, args.output, people, args.fusion, args.window,
-                              args.alpha, args.annotate, fps)
+                write_outputs(path, name, args.output, people, smoothing, args.annotate, fps)
             except VIDEO_FAILURES as err:
                 failures.append(video_failure(name, err, detector))
                 continue

@@ -205,7 +205,8 @@ def main(argv=None):
                            '--hd_frames', '0'],
                           r'^\s*((?:plain MTCNN|preprocess pipeline)[^:]*): ([0-9.]+) frames/s')
     if not args.skip_smooth:
-        run_sub_benchmark(results, 'smooth_predict', 'seconds', ['benchmarks/bench_smooth_predict.py'],
+        run_sub_benchmark(results, 'smooth_predict', 'seconds',
+                          ['benchmarks/bench_smooth_predict.py', '--no_results_md'],
                           r'full command \(([^)]*)\): ([0-9.]+) s wall')
     results['load_average_at_end'] = load_average()
 

@@ -28,7 +28,8 @@ from preprocess.video import extract_frames, probe_frame_count  # noqa: E402
 from swin_transformer import build_swin  # noqa: E402
 
 HAS_FACE = [1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]
-WINDOW, ALPHA = 2, 0.5
+# Fused-mode flags; without flags both tools smooth on the logits with K = 2.
+FUSED = ['-smooth_on', 'fused', '-window', '2', '-alpha', '0.5']
 
 
 def _save_random_model(cfg_file, class_type, path, seed):
@@ -69,8 +70,7 @@ def _read_csv(path):
 def predicted(clip):
     out = clip['root'] / 'predicted'
     code = predict_video.main([str(clip['video']), '-output', str(out), '-workers', '0',
-                               '-window', str(WINDOW), '-alpha', str(ALPHA), '-annotate']
-                              + _model_flags(clip))
+                               '-annotate'] + _model_flags(clip))
     assert code == 0
     return out
 
@@ -123,8 +123,7 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
     separate = root / 'separate'
     npz = {kind: str(root / f'eval_{kind}' / 'predictions.npz') for kind in ('coarse', 'negative')}
     smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
-                         '-frames_folder', str(all_frames), '-window', str(WINDOW),
-                         '-alpha', str(ALPHA), '-fusion', 'soft', '-plot', '0'])
+                         '-frames_folder', str(all_frames), '-plot', '0'])
 
     assert (predicted / 'clip.txt').read_bytes() == (separate / 'clip.txt').read_bytes()
     labels = read_annotation(separate / 'clip.txt')
@@ -133,7 +132,7 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
     table = smooth_predict.build_video_table(smooth_predict.load_predictions(npz['coarse'], 'coarse'),
                                              smooth_predict.load_predictions(npz['negative'], 'negative'),
                                              'soft', frames_folder=str(all_frames))
-    smoothed = table.window_means(max_window=WINDOW).smooth(WINDOW, ALPHA)
+    smoothed = table.smoothed(smooth_predict.Smoothing('logits', 'soft', 2))
     rows = _read_csv(predicted / 'clip.csv')
     face_rows = [row for row in rows if row['face'] == '1']
     assert [int(row['frame']) for row in face_rows] == table.frames.tolist()
@@ -150,19 +149,82 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
 
 
 def test_hard_fusion_equals_smooth_predict(clip, separate_steps):
-    # Hard fusion runs the negative model only where the coarse one says Negative; the labels
-    # must still be those of smooth_predict's hard fusion over both models' full -eval outputs.
+    # The labels must be those of smooth_predict's hard fusion over both models' full -eval
+    # outputs (which model runs where is tested on controlled logits below).
     root = clip['root']
     npz = separate_steps['npz']
     ours = root / 'predicted_hard'
     assert predict_video.main([str(clip['video']), '-output', str(ours), '-workers', '0',
-                               '-fusion', 'hard', '-window', str(WINDOW), '-alpha', str(ALPHA)]
-                              + _model_flags(clip)) == 0
+                               '-fusion', 'hard'] + _model_flags(clip)) == 0
     separate = root / 'separate_hard'
     smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
-                         '-frames_folder', str(separate_steps['all_frames']), '-window', str(WINDOW),
-                         '-alpha', str(ALPHA), '-fusion', 'hard', '-plot', '0'])
+                         '-frames_folder', str(separate_steps['all_frames']), '-fusion', 'hard',
+                         '-plot', '0'])
     assert (ours / 'clip.txt').read_bytes() == (separate / 'clip.txt').read_bytes()
+
+
+def test_hard_fusion_runs_the_negative_model_where_the_rule_reads_it(clip):
+    """Stand-in models with chosen logits per face: smoothing the coarse logits turns faces the
+    coarse model alone calls Neutral into Negative, so their negative logits (and their
+    neighbours') are needed although the unsmoothed coarse label is not Negative."""
+    from preprocess.faceloop import Detector
+    face_frames = np.flatnonzero(HAS_FACE) + 1             # 1, 2, 4, 5, 6, 9, ...
+    coarse = np.zeros((face_frames.size, 5))
+    coarse[:, 0], coarse[:, 4] = 1.0, 0.9                  # Neutral, just ahead of Negative
+    coarse[1, 4] = 3.0                                     # frame 2: clearly Negative
+    negative = np.eye(4)[(np.arange(face_frames.size) + 1) % 4] * 2.0
+    index, negative_calls = {}, []
+
+    def coarse_model(faces):
+        for face in faces:
+            index[id(face)] = len(index)
+        return coarse[[index[id(face)] for face in faces]]
+
+    def negative_model(faces):
+        rows = [index[id(face)] for face in faces]
+        negative_calls.extend(rows)
+        return negative[rows]
+
+    def labels_from_full_logits(setting, negative_logits):
+        probs = setting.apply(coarse, negative_logits, frames=face_frames)
+        return smooth_predict.fill_missing(face_frames, probs.argmax(axis=1), len(HAS_FACE)).tolist()
+
+    only_coarse_negative = np.full(negative.shape, np.nan)
+    only_coarse_negative[1] = negative[1]
+    logits_mode = smooth_predict.Smoothing('logits', 'hard', 2)
+    # The case is a real one: with only frame 2's negative logits the labels would differ.
+    assert labels_from_full_logits(logits_mode, negative) != \
+        labels_from_full_logits(logits_mode, only_coarse_negative)
+    for setting, expected_calls in ((logits_mode, list(range(face_frames.size))),
+                                    (smooth_predict.Smoothing('fused', 'hard', 2, 0.5), [1])):
+        index.clear()
+        negative_calls.clear()
+        with Detector(workers=0) as detector:
+            video = predict_video.analyse_video(str(clip['video']), detector,
+                                                (coarse_model, negative_model), setting, fps=25)
+        [(person, analysis)] = predict_video.person_analyses(video, min_track_s=1.0, fps=25)
+        assert person == 1 and analysis['face_frames'].tolist() == face_frames.tolist()
+        assert negative_calls == expected_calls
+        _, labels = predict_video.fuse_and_smooth(analysis, setting)
+        assert labels.tolist() == labels_from_full_logits(setting, negative)
+
+
+def test_fused_mode_equals_smooth_predict(clip, separate_steps):
+    # -smooth_on fused through predict_video's path (fuse_and_smooth on a video's logits) gives
+    # smooth_predict's probabilities and labels for the same -eval logits.
+    npz = separate_steps['npz']
+    separate = clip['root'] / 'separate_fused'
+    smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
+                         '-frames_folder', str(separate_steps['all_frames']), '-plot', '0'] + FUSED)
+    table = smooth_predict.build_video_table(smooth_predict.load_predictions(npz['coarse'], 'coarse'),
+                                             smooth_predict.load_predictions(npz['negative'], 'negative'),
+                                             'soft', frames_folder=str(separate_steps['all_frames']))
+    analysis = {'coarse_logits': table.coarse_logits, 'negative_logits': table.negative_logits,
+                'face_frames': table.frames, 'frames': int(table.num_frames[0])}
+    setting = smooth_predict.Smoothing('fused', 'soft', 2, 0.5)
+    smoothed, labels = predict_video.fuse_and_smooth(analysis, setting)
+    np.testing.assert_array_equal(smoothed, table.smoothed(setting))
+    assert labels.tolist() == read_annotation(separate / 'clip.txt')
 
 
 def test_folder_reports_bad_and_faceless_videos_and_goes_on(clip, tmp_path):
@@ -202,8 +264,12 @@ def test_clear_errors_for_missing_weights_and_bad_flags(clip, tmp_path, monkeypa
         predict_video.main([str(clip['videos']), '-output', str(clip['videos'] / 'out')]
                            + _model_flags(clip))
     with pytest.raises(SystemExit):
-        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'), '-alpha', '2'])
+        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'), '-smooth_on', 'fused',
+                            '-alpha', '2'])
     assert '-alpha must be in [0, 1]' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'), '-alpha', '0.5'])
+    assert '-alpha applies only to -smooth_on fused' in capsys.readouterr().err
     assert not (tmp_path / 'o').exists()
 
 
@@ -217,8 +283,8 @@ def crossing(clip):
     video.parent.mkdir()
     actors = write_crossing_clip(video)
     out = root / 'crossing_out'
-    code = predict_video.main([str(video), '-output', str(out), '-workers', '0', '-annotate',
-                               '-window', str(WINDOW), '-alpha', str(ALPHA)] + _model_flags(clip))
+    code = predict_video.main([str(video), '-output', str(out), '-workers', '0', '-annotate']
+                              + _model_flags(clip))
     assert code == 0
     return {'video': video, 'out': out, 'actors': actors}
 

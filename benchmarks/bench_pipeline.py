@@ -201,7 +201,8 @@ def main(argv=None):
     if not args.skip_preprocess:
         frames = 16 if args.quick else 48
         run_sub_benchmark(results, 'preprocess', 'frames_per_s',
-                          ['benchmarks/bench_preprocess.py', '--frames', str(frames), '--workers', '1'],
+                          ['benchmarks/bench_preprocess.py', '--frames', str(frames), '--workers', '1',
+                           '--hd_frames', '0'],
                           r'^\s*((?:plain MTCNN|preprocess pipeline)[^:]*): ([0-9.]+) frames/s')
     if not args.skip_smooth:
         run_sub_benchmark(results, 'smooth_predict', 'seconds',

@@ -16,7 +16,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-from synthetic_video import write_face_clip  # noqa: E402
+from synthetic_video import write_crossing_clip, write_face_clip  # noqa: E402
 
 import engine  # noqa: E402
 import predict_video  # noqa: E402
@@ -140,12 +140,12 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
     np.testing.assert_allclose(ours, smoothed, atol=1e-4, rtol=0)
 
     # Face crops byte-identical to the files python -m preprocess wrote: same alignment, same JPEG.
-    from preprocess.faces import FaceAligner, select_face
+    from preprocess.faces import FaceAligner, encode_face, select_face
     from preprocess.video import iter_frames
     aligner = FaceAligner('cpu')
     frame = next(iter_frames(clip['video']))
     face = select_face(aligner.detect_batch([frame])[0], min_prob=aligner.min_prob)
-    assert predict_video.encode_face(aligner.align(frame, face)) == (faces / 'clip' / '00001.jpg').read_bytes()
+    assert encode_face(aligner.align(frame, face)) == (faces / 'clip' / '00001.jpg').read_bytes()
 
 
 def test_hard_fusion_equals_smooth_predict(clip, separate_steps):
@@ -167,7 +167,7 @@ def test_hard_fusion_runs_the_negative_model_where_the_rule_reads_it(clip):
     """Stand-in models with chosen logits per face: smoothing the coarse logits turns faces the
     coarse model alone calls Neutral into Negative, so their negative logits (and their
     neighbours') are needed although the unsmoothed coarse label is not Negative."""
-    from preprocess.pipeline import Detector
+    from preprocess.faceloop import Detector
     face_frames = np.flatnonzero(HAS_FACE) + 1             # 1, 2, 4, 5, 6, 9, ...
     coarse = np.zeros((face_frames.size, 5))
     coarse[:, 0], coarse[:, 4] = 1.0, 0.9                  # Neutral, just ahead of Negative
@@ -199,10 +199,11 @@ def test_hard_fusion_runs_the_negative_model_where_the_rule_reads_it(clip):
                                     (smooth_predict.Smoothing('fused', 'hard', 2, 0.5), [1])):
         index.clear()
         negative_calls.clear()
-        with Detector({'device': 'cpu'}, workers=0) as detector:
-            analysis = predict_video.analyse_video(str(clip['video']), detector, detector.aligner,
-                                                   (coarse_model, negative_model), setting)
-        assert analysis['face_frames'].tolist() == face_frames.tolist()
+        with Detector(workers=0) as detector:
+            video = predict_video.analyse_video(str(clip['video']), detector,
+                                                (coarse_model, negative_model), setting, fps=25)
+        [(person, analysis)] = predict_video.person_analyses(video, min_track_s=1.0, fps=25)
+        assert person == 1 and analysis['face_frames'].tolist() == face_frames.tolist()
         assert negative_calls == expected_calls
         _, labels = predict_video.fuse_and_smooth(analysis, setting)
         assert labels.tolist() == labels_from_full_logits(setting, negative)
@@ -270,3 +271,92 @@ def test_clear_errors_for_missing_weights_and_bad_flags(clip, tmp_path, monkeypa
         predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'), '-alpha', '0.5'])
     assert '-alpha applies only to -smooth_on fused' in capsys.readouterr().err
     assert not (tmp_path / 'o').exists()
+
+
+# ---- several people ------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def crossing(clip):
+    """Two people walking past each other (one gone for 5 frames) and a third seen for 10 frames."""
+    root = clip['root']
+    video = root / 'crossing' / 'cross.mp4'
+    video.parent.mkdir()
+    actors = write_crossing_clip(video)
+    out = root / 'crossing_out'
+    code = predict_video.main([str(video), '-output', str(out), '-workers', '0', '-annotate']
+                              + _model_flags(clip))
+    assert code == 0
+    return {'video': video, 'out': out, 'actors': actors}
+
+
+def test_each_person_gets_their_own_outputs(crossing):
+    out = crossing['out']
+    assert sorted(os.listdir(out)) == sorted(
+        ['cross_annotated.mp4', 'cross_people.csv']
+        + [f'cross_person{k}{suffix}' for k in (1, 2) for suffix in ('.csv', '.txt', '_timeline.png')])
+    # The third face (10 frames = 0.4 s) is below -min_track_s.
+    people = _read_csv(out / 'cross_people.csv')
+    assert [row['person'] for row in people] == ['1', '2']
+    assert people[0]['frames'] == '36' and people[0]['first_frame'] == '1' and people[0]['last_frame'] == '36'
+    tracks = {}
+    for row in people:
+        rows = _read_csv(out / f"cross_person{row['person']}.csv")
+        assert len(rows) == len(read_annotation(out / f"cross_person{row['person']}.txt")) == 36
+        faces = [r for r in rows if r['face'] == '1']
+        assert len(faces) == int(row['frames'])
+        tracks[row['person']] = np.array([[int(r['frame']), (float(r['x1']) + float(r['x2'])) / 2,
+                                           (float(r['y1']) + float(r['y2'])) / 2] for r in faces])
+    upper, lower = tracks['1'], tracks['2']
+    # Each track stays at its height and moves one way at about 5.8 px per frame: no swap at the crossing.
+    assert np.all(upper[:, 2] < 80) and np.all(lower[:, 2] > 80)
+    for track, direction in ((upper, 1), (lower, -1)):
+        speed = np.diff(track[:, 1]) / np.diff(track[:, 0]) * direction
+        assert speed.min() > 2 and speed.max() < 10
+    # The lower person is gone in frames 25-29 and keeps their number after.
+    assert not set(range(25, 30)) & set(lower[:, 0].astype(int)) and lower[-1, 0] == 36
+
+
+def test_annotated_video_draws_every_person(crossing):
+    from preprocess.video import iter_frames
+    out = crossing['out']
+    frames = list(iter_frames(out / 'cross_annotated.mp4'))
+    assert len(frames) == 36
+
+    def greenness(image, y, x1, x2):
+        strip = image[y - 1:y + 2, x1 + 3:x2 - 3].astype(int)
+        return (strip[..., 1] - np.maximum(strip[..., 0], strip[..., 2])).mean()
+    source = next(iter_frames(crossing['video']))
+    for person in ('1', '2'):
+        row = _read_csv(out / f'cross_person{person}.csv')[0]
+        x1, y1, x2, y2 = (int(round(float(row[k]))) for k in ('x1', 'y1', 'x2', 'y2'))
+        # The box's bottom edge is drawn in green over the picture.
+        assert greenness(frames[0], y2, x1, x2) > greenness(source, y2, x1, x2) + 40, person
+
+
+def test_people_main_keeps_person_one():
+    from preprocess.faces import Face
+    from preprocess.tracking import FaceTracker, TrackedVideo
+
+    def face(x, y):
+        return Face(np.array([x, y, x + 30.0, y + 40.0]), 0.99, np.zeros((5, 2)))
+    frames = [[face(10 + t, 10)] + ([face(200 - t, 100)] if t < 30 else []) for t in range(40)]
+    tracker = FaceTracker(25, 0.9, 1.0)
+    for faces in frames:
+        tracker.update(faces)
+    tracked = TrackedVideo(frames, tracker.ids, 0.9, 320, 240)
+    keys = [(t + 1, i) for t, faces in enumerate(frames) for i in range(len(faces))]
+    video = {'frames': 40, 'tracked': tracked, 'keys': keys,
+             'coarse_logits': np.arange(len(keys) * 5, dtype=float).reshape(-1, 5),
+             'negative_logits': np.zeros((len(keys), 4))}
+    both = predict_video.person_analyses(video, min_track_s=1.0, fps=25)
+    assert [number for number, _ in both] == [1, 2]
+    main_only = predict_video.person_analyses(video, min_track_s=1.0, fps=25, people='main')
+    assert [number for number, _ in main_only] == [1]
+    analysis = main_only[0][1]
+    assert analysis['face_frames'].tolist() == list(range(1, 41))
+    # Its rows are its own faces: face 0 of every frame.
+    rows = [keys.index((t, 0)) for t in range(1, 41)]
+    np.testing.assert_array_equal(analysis['coarse_logits'], video['coarse_logits'][rows])
+    assert np.isnan(both[1][1]['boxes'][35]).all() and not np.isnan(both[1][1]['boxes'][5]).any()
+    # Present 30 frames = 1.2 s: below -min_track_s 2 the second person is not reported.
+    assert [number for number, _ in predict_video.person_analyses(video, 2.0, 25)] == [1]

@@ -11,7 +11,7 @@ VENV26 := .venv-paddle26
 PY26 := $(VENV26)/bin/python
 STAMP26 := $(VENV26)/.installed
 
-.PHONY: test test-paddle26 demo venv venv-paddle26 clean-demo
+.PHONY: test test-fast test-paddle26 demo venv venv-paddle26 clean-demo
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt tools/load_zlib_first.pth
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Everything but the multi-process, fault-drill, learnability and launcher runs: for editing.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 venv-paddle26: $(STAMP26)
 

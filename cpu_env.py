@@ -41,13 +41,11 @@ def apply():
     os.environ.setdefault('MKL_DEBUG_CPU_TYPE', '5')
     # How long (ms) Intel OpenMP threads spin after a parallel region before sleeping. Intel's
     # default, 200, keeps idle threads on the cores that data-loader workers and other jobs need;
-    # 0 wakes them from sleep for every op, which cost 4-5% here (Swin-S batch 8, in-process
-    # A/B: predictor 6.37 -> 6.66 images/s, eager inference 5.80 -> 6.08 with 1). 1 ms spans the
-    # gaps between the ops of a forward pass and frees the cores right after it.
+    # 0 wakes them from sleep for every op, which measured slower; 1 ms spans the gaps between the
+    # ops of a forward pass and frees the cores right after it (benchmarks/RESULTS.md).
     os.environ.setdefault('KMP_BLOCKTIME', '1')
     # Paddle 3's stride kernels make transpose a view and defer the copy to a generic strided
-    # copy, several times slower on CPU than the dedicated transpose kernel it replaces; with
-    # them off Swin-S eager inference measured ~1.4x faster here (benchmarks/RESULTS.md).
+    # copy, much slower on CPU than the dedicated transpose kernel (benchmarks/RESULTS.md).
     os.environ.setdefault('FLAGS_use_stride_kernel', '0')
 
 

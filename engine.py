@@ -5,13 +5,13 @@ a seeded, epoch-indexed sampler (loader.py), gradients are averaged by `paddle.D
 evaluation results are gathered on every rank with the sampler's padding removed by sample index.
 `run(config)` follows the release's steps: build the data, build the model, load or resume
 weights, train epoch by epoch (validating and saving), or with -eval only evaluate. Checkpoints and
-the output folder are handled by checkpoints.py, the optimiser pieces by optim.py and mixup.py.
+the output folder are handled by checkpoints.py, the data by datasets.py and loader.py, the
+optimiser pieces by optim.py and mixup.py, processes and devices by distributed.py.
 """
 import argparse
 import datetime
 import hashlib
 import json
-import logging
 import math
 import os
 import sys
@@ -28,66 +28,19 @@ import datasets
 import labels as abaw_labels
 import swin_transformer
 from checkpoints import CheckpointError, unwrap
+from distributed import all_gather_array, all_reduce_mean, make_logger, setup_device, world
 from errors import CfcspError, TrainingError, UsageError
 from fileio import atomic_open, atomic_path, check_writable_dir
 from loader import build_loader, seed_epoch
 from metrics import classification_scores
-from predictor import PredictorError, load_classifier
 from mixup import Mixup
 from optim import (ModelEma, WarmupCosine, build_optimizer, label_smoothing,  # noqa: F401
                    scaled_learning_rates, smoothed_targets, soft_cross_entropy)
+from predictor import PredictorError, load_classifier
 
 
 class NonFiniteLossError(TrainingError):
     """The loss became NaN or infinite; the message names the step."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes, devices, logging
-
-def world():
-    """(rank, world_size) as set by paddle.distributed.launch (0, 1 when run directly)."""
-    return paddle.distributed.get_rank(), paddle.distributed.get_world_size()
-
-
-def setup_device(config, logger):
-    wanted = config.DEVICE or ''
-    has_cuda = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if not wanted:
-        wanted = 'gpu' if has_cuda else 'cpu'
-    if wanted == 'gpu' and not has_cuda:
-        raise UsageError("-device gpu: this Paddle has no CUDA support or no GPU is visible")
-    if wanted == 'gpu':
-        paddle.set_device(f"gpu:{paddle.distributed.ParallelEnv().device_id}")
-    else:
-        paddle.set_device('cpu')
-    logger.info(f"device: {wanted}")
-    return wanted
-
-
-def make_logger(output_dir, rank):
-    logger = logging.getLogger(f"cfcsp.engine.{rank}.{output_dir}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(message)s", "%m-%d %H:%M:%S")
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(fmt)
-    logger.addHandler(stream)
-    if output_dir:
-        handler = logging.FileHandler(os.path.join(output_dir, f"log-{rank}.txt"))
-        handler.setFormatter(fmt)
-        logger.addHandler(handler)
-    return logger
-
-
-def _all_reduce_mean(value, world_size):
-    if world_size == 1:
-        return value
-    tensor = paddle.to_tensor([value], dtype='float64')
-    paddle.distributed.all_reduce(tensor)
-    return float(tensor.numpy()[0]) / world_size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +84,7 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
                 loss = soft_cross_entropy(model(mixed), targets)
             else:
                 loss = soft_cross_entropy(model(images), smoothed_targets(labels, num_classes, smoothing))
-        loss_value = _all_reduce_mean(float(loss), world_size)
+        loss_value = all_reduce_mean(float(loss), world_size)
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
                 f"loss is {loss_value} at epoch {epoch} step {batch_id + 1}/{num_batches} "
@@ -163,14 +116,6 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
             'images': seen * world_size, 'seconds': seconds, 'bad_images': bad_images}
 
 
-def _all_gather_array(array, world_size):
-    if world_size == 1:
-        return array
-    parts = []
-    paddle.distributed.all_gather(parts, paddle.to_tensor(array))
-    return np.concatenate([p.numpy() for p in parts])
-
-
 @paddle.no_grad()
 def predict(model, loader, world_size=1):
     """(indices, logits float32 [N,C], skipped) over the whole dataset, each sample exactly once."""
@@ -181,9 +126,9 @@ def predict(model, loader, world_size=1):
             all_logits.append(np.asarray(model(images), dtype=np.float32))
             all_index.append(index.numpy())
             all_ok.append(ok.numpy())
-    index = _all_gather_array(np.concatenate(all_index).astype(np.int64), world_size)
-    logits = _all_gather_array(np.concatenate(all_logits), world_size)
-    ok = _all_gather_array(np.concatenate(all_ok).astype(np.int64), world_size)
+    index = all_gather_array(np.concatenate(all_index).astype(np.int64), world_size)
+    logits = all_gather_array(np.concatenate(all_logits), world_size)
+    ok = all_gather_array(np.concatenate(all_ok).astype(np.int64), world_size)
     # The sampler padded with repeats; keep each sample's first occurrence, in dataset order.
     index, first = np.unique(index, return_index=True)
     logits, ok = logits[first], ok[first]
@@ -446,7 +391,7 @@ def train(ctx, trainer, val_set, val_loader):
                                     trainer.mixup)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"{err}; last good checkpoint: {trainer.last_good or 'none'}") from None
-        bad = int(_all_reduce_mean(stats['bad_images'], ctx.world_size) * ctx.world_size)
+        bad = int(all_reduce_mean(stats['bad_images'], ctx.world_size) * ctx.world_size)
         rate = stats['images'] / max(stats['seconds'], 1e-9)
         logger.info(f"Epoch[{epoch:03d}/{config.TRAIN.NUM_EPOCHS:03d}] train loss {stats['train_loss']:.4f} "
                     f"lr {stats['lr']:.3e} {rate:.1f} images/s" + (f", skipped {bad} corrupt images" if bad else ''))

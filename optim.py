@@ -2,7 +2,6 @@
 groups, the label-smoothed loss and the weights' exponential moving average."""
 import math
 
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 

@@ -1,29 +1,36 @@
 """Facial expressions of every frame of any video, in one command: the whole CFC-SP method.
 
     python predict_video.py VIDEO_OR_FOLDER -output DIR [-coarse_weights W -negative_weights W]
-        [-window K -alpha A] [-fusion soft|hard] [-device cpu|gpu] [-annotate]
+        [-fusion soft|hard] [-smooth_on logits|fused -window K -alpha A] [-device cpu|gpu] [-annotate]
+        [-people all|main]
 
-Each video goes through the project's own stages, in memory and in one pass: FFmpeg decoding
-(preprocess.video), MTCNN detection and alignment (preprocess.pipeline / preprocess.faces), the
-validation transform (datasets.val_transform), the coarse and negative Swin models
-(predictor.load_classifier), fusion and Smooth Predicting (smooth_predict.fuse / smooth /
+Each video goes through the project's own stages, in memory and in one pass: the face loop of
+`python -m preprocess` (preprocess.faceloop: FFmpeg decoding, MTCNN detection, tracking of each
+person, alignment), the validation transform (datasets.val_transform), the coarse and negative Swin
+models (predictor.load_classifier), Smooth Predicting and fusion (smooth_predict.Smoothing, by
+default SP on each model's logits with K = 2 as the release's figure draws it, then soft fusion;
 fill_missing). Every aligned face is JPEG-encoded and decoded exactly as `python -m preprocess`
 writes it and `-eval` reads it, so the labels equal those of running the three steps separately.
 
-Per video, in DIR:
+Per video, in DIR, when one person is found (or with -people main: person 1, present longest):
     <video>.csv           one row per frame: frame, time, face found, face box, the 8 smoothed
                           fused probabilities (empty where no face was found) and the label
     <video>.txt           ABAW3 submission format (header, one label per frame)
     <video>_timeline.png  smoothed probabilities and labels over time
     <video>_annotated.mp4 with -annotate: the input with the face box and the label drawn
+When several people are each present for at least -min_track_s seconds, each gets the first three,
+smoothed along their own track, as <video>_person<k>.csv/.txt/_timeline.png (k = 1 for the person
+present longest), plus <video>_people.csv (person, frames, first and last frame, mean box); the
+annotated video shows every person's box, number and label.
 
 Frames without a face take the label of the nearest frame with one (smooth_predict's rule);
-a video without any face is all Neutral and is listed at the end. The CSV is written last: a video
-whose requested outputs all exist is skipped on the next run (-overwrite redoes it).
+a video without any face is all Neutral and is listed at the end. The CSV (or, for several people,
+the people CSV) is written last: a video whose outputs all exist is skipped on the next run
+(-overwrite redoes it).
 """
 import argparse
 import csv
-import inspect
+import glob
 import io
 import logging
 import os
@@ -41,10 +48,9 @@ import numpy as np  # noqa: E402
 import console  # noqa: E402
 from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
-from preprocess.cli import find_videos  # noqa: E402
-from preprocess.faces import FaceAligner, encode_face  # noqa: E402
-from preprocess.pipeline import process_video  # noqa: E402
-from preprocess.video import VIDEO_EXTENSIONS, VideoDecodeError, probe_frame_rate  # noqa: E402
+from preprocess.faces import FaceSettings  # noqa: E402
+from preprocess.jobs import PlanError, find_videos  # noqa: E402
+from preprocess.video import VIDEO_EXTENSIONS, probe_frame_rate  # noqa: E402
 
 log = logging.getLogger('predict_video')
 
@@ -55,18 +61,10 @@ MODEL_KINDS = ('coarse', 'negative')
 COARSE_NEGATIVE = COARSE_CLASSES.index('Negative')
 CSV_HEADER = (['frame', 'time', 'face', 'x1', 'y1', 'x2', 'y2', 'face_prob']
               + list(ABAW_CLASSES) + ['label', 'label_id'])
-
-
-def _defaults(function):
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-
-
-# Face settings default to those of `python -m preprocess` (FaceAligner's and process_video's own
-# defaults), so the faces classified here are the faces the models were evaluated on.
-ALIGNER_DEFAULTS = _defaults(FaceAligner.__init__)
-JPEG_QUALITY = _defaults(process_video)['jpeg_quality']
-DETECT_BATCH = _defaults(process_video)['batch_size']
+PEOPLE_HEADER = ['person', 'frames', 'first_frame', 'last_frame', 'x1', 'y1', 'x2', 'y2']
+# The face flags default to `python -m preprocess`'s, so the faces classified here are the faces
+# the models were trained and evaluated on.
+FACE_DEFAULTS = FaceSettings()
 
 
 class UsageError(ValueError):
@@ -121,62 +119,32 @@ class Model:
         return np.asarray(self.classify(images), dtype=np.float64)
 
 
-# ----------------------------------------------------------------------------- video helpers
-
-class _Clock:
-    """Seconds spent per stage; `timed_iter` charges the time inside next() to one stage."""
-
-    def __init__(self):
-        self.seconds = {}
-
-    def add(self, stage, seconds):
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-    def timed_iter(self, iterable, stage):
-        iterator = iter(iterable)
-        try:
-            while True:
-                start = time.perf_counter()
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    return
-                finally:
-                    self.add(stage, time.perf_counter() - start)
-                yield item
-        finally:
-            close = getattr(iterator, 'close', None)
-            if close is not None:
-                close()
-
-
 # ----------------------------------------------------------------------------- one video
 
-def analyse_video(path, detector, geometry, models, fusion='soft', classify_batch=32,
-                  detect_batch=DETECT_BATCH, jpeg_quality=JPEG_QUALITY, progress=None):
-    """Detect, align and classify every frame of one video.
+def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps=None, progress=None):
+    """Detect, track, align and classify every face of every frame of one video.
 
-    Returns a dict: frames (count), face_frames [N] (1-based frame numbers with a face), boxes
-    [T, 4] and face_prob [T] (NaN without a face), coarse_logits [N, 5], negative_logits [N, 4]
-    (NaN rows where the negative model was not needed: hard fusion, coarse label not Negative),
-    seconds per stage (decode, detect, align, classify).
+    Returns a dict: frames (count), tracked (preprocess.tracking.TrackedVideo: every detection
+    and its person), keys [N] (frame, face index) of the classified faces, coarse_logits [N, 5],
+    negative_logits [N, 4] (NaN rows where `smoothing` (a smooth_predict.Smoothing, default the
+    release's SP) does not read them: hard fusion, fused mode or K = 0, coarse label not
+    Negative), seconds per stage (decode, detect, track, align, classify).
     """
     import datasets
-    from preprocess.faces import select_face
-    from preprocess.pipeline import batches
-    from preprocess.video import iter_frames
+    from preprocess.faceloop import FaceLoop, StageClock
+    from smooth_predict import Smoothing
 
-    clock = _Clock()
+    smoothing = smoothing or Smoothing()
+    clock = StageClock()
     coarse_model, negative_model = models
-    boxes, face_prob, face_frames = [], [], []
-    coarse_logits, negative_logits = [], []
+    keys, coarse_logits, negative_logits = [], [], []
     pending = []
 
     def classify(faces):
         start = time.perf_counter()
         coarse = coarse_model(faces)
         negative = np.full((len(faces), len(NEGATIVE_CLASSES)), np.nan)
-        needed = (np.arange(len(faces)) if fusion == 'soft'
+        needed = (np.arange(len(faces)) if smoothing.needs_negative_everywhere
                   else np.flatnonzero(np.argmax(coarse, axis=1) == COARSE_NEGATIVE))
         if needed.size:
             negative[needed] = negative_model([faces[i] for i in needed])
@@ -184,52 +152,22 @@ def analyse_video(path, detector, geometry, models, fusion='soft', classify_batc
         negative_logits.append(negative)
         clock.add('classify', time.perf_counter() - start)
 
-    frame_index = 0
-    frames = clock.timed_iter(iter_frames(path), 'decode')
-    results = detector.map(batches(frames, detect_batch))
-    try:
-        while True:
-            start = time.perf_counter()
-            decode_before = clock.seconds.get('decode', 0.0)
-            step = next(results, None)
-            # map() pulls frames from the decoder itself: that share is decoding, not detection.
-            clock.add('detect', time.perf_counter() - start
-                      - (clock.seconds.get('decode', 0.0) - decode_before))
-            if step is None:
-                break
-            batch, detections = step
-            start = time.perf_counter()
-            for frame, faces in zip(batch, detections):
-                frame_index += 1
-                face = select_face(faces, side=None, min_prob=geometry.min_prob)
-                if face is None:
-                    boxes.append((np.nan,) * 4)
-                    face_prob.append(np.nan)
-                    continue
-                boxes.append(tuple(face.box))
-                face_prob.append(face.prob)
-                face_frames.append(frame_index)
-                jpeg = encode_face(geometry.align(frame, face), jpeg_quality)
-                pending.append(datasets.load_image(io.BytesIO(jpeg)))
-            clock.add('align', time.perf_counter() - start)
-            if len(pending) >= classify_batch:
-                classify(pending)
-                pending = []
-            if progress is not None:
-                progress(len(batch))
-        if pending:
+    loop = FaceLoop(path, detector, fps=fps, progress=progress, clock=clock)
+    for crop in loop:
+        start = time.perf_counter()
+        keys.append((crop.frame, crop.index))
+        pending.append(datasets.load_image(io.BytesIO(crop.jpeg)))
+        clock.add('align', time.perf_counter() - start)
+        if len(pending) >= classify_batch:
             classify(pending)
-    finally:
-        results.close()
-        frames.close()
-    if frame_index == 0:
-        raise VideoDecodeError(f"{path}: ffmpeg decoded no frames")
+            pending = []
+    if pending:
+        classify(pending)
     no_rows = {'coarse_logits': len(COARSE_CLASSES), 'negative_logits': len(NEGATIVE_CLASSES)}
     return {
-        'frames': frame_index,
-        'face_frames': np.asarray(face_frames, dtype=np.int64),
-        'boxes': np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-        'face_prob': np.asarray(face_prob, dtype=np.float64),
+        'frames': loop.tracked.frames,
+        'tracked': loop.tracked,
+        'keys': keys,
         'coarse_logits': (np.concatenate(coarse_logits) if coarse_logits
                           else np.zeros((0, no_rows['coarse_logits']))),
         'negative_logits': (np.concatenate(negative_logits) if negative_logits
@@ -238,13 +176,48 @@ def analyse_video(path, detector, geometry, models, fusion='soft', classify_batc
     }
 
 
-def fuse_and_smooth(analysis, fusion='soft', window=0, alpha=0.5):
-    """(smoothed probabilities [N, 8] of the face frames, label of every frame [T]) by
-    smooth_predict's rules: fuse, smooth over frame numbers, argmax, fill faceless frames."""
-    from smooth_predict import fill_missing, fuse, smooth
+def person_analyses(video, min_track_s, fps, people='all'):
+    """[(person number, analysis)] to report: person 1 (present longest) and, with people 'all',
+    everyone else with a face in at least min_track_s * fps frames; [(None, no faces)] without any.
 
-    probs = fuse(analysis['coarse_logits'], analysis['negative_logits'], fusion)
-    smoothed = smooth(probs, window, alpha, frames=analysis['face_frames'])
+    An analysis holds one person's track only: frames, face_frames [N] (1-based frames with their
+    face), boxes [T, 4] and face_prob [T] (NaN elsewhere), coarse_logits [N, 5], negative_logits [N, 4].
+    """
+    tracked = video['tracked']
+    chosen = [person for person in tracked.people
+              if person.number == 1 or (people == 'all' and len(person.frames) >= min_track_s * fps)]
+    row_of = {key: row for row, key in enumerate(video['keys'])}
+    frames = video['frames']
+    if not chosen:
+        empty = {'frames': frames, 'face_frames': np.zeros(0, np.int64), 'boxes': np.full((frames, 4), np.nan),
+                 'face_prob': np.full(frames, np.nan), 'coarse_logits': video['coarse_logits'][:0],
+                 'negative_logits': video['negative_logits'][:0]}
+        return [(None, empty)]
+    result = []
+    for person in chosen:
+        boxes, face_prob = np.full((frames, 4), np.nan), np.full(frames, np.nan)
+        rows = []
+        for frame in person.frames:
+            index = tracked.face_index(person.number, frame)
+            face = tracked.faces[frame - 1][index]
+            boxes[frame - 1], face_prob[frame - 1] = face.box, face.prob
+            rows.append(row_of[(frame, index)])
+        result.append((person.number, {
+            'frames': frames, 'face_frames': np.asarray(person.frames, np.int64), 'boxes': boxes,
+            'face_prob': face_prob, 'coarse_logits': video['coarse_logits'][rows],
+            'negative_logits': video['negative_logits'][rows]}))
+    return result
+
+
+def fuse_and_smooth(analysis, smoothing=None):
+    """(smoothed fused probabilities [N, 8] of the face frames, label of every frame [T]) by
+    smooth_predict's rules: `smoothing` (default the release's SP) over frame numbers, fusion,
+    argmax, faceless frames filled."""
+    from smooth_predict import Smoothing, fill_missing
+
+    smoothing = smoothing or Smoothing()
+    smoothed = smoothing.apply(analysis['coarse_logits'], analysis['negative_logits'],
+                               frames=analysis['face_frames'])
     row_labels = np.argmax(smoothed, axis=1)
     return smoothed, fill_missing(analysis['face_frames'], row_labels, analysis['frames'])
 
@@ -269,30 +242,46 @@ def write_frame_csv(path, analysis, probs, labels, fps):
                             + [ABAW_CLASSES[labels[index]], int(labels[index])])
 
 
-def annotated_frames(path, boxes, labels):
-    """The decoded frames with the chosen face's box and the frame's label drawn on them."""
+def write_people_csv(path, people):
+    """One row per reported person: how many frames, first and last frame, mean face box."""
+    with atomic_open(path, 'w', encoding='utf-8', newline='') as f:
+        writer = csv.writer(f, lineterminator='\n')
+        writer.writerow(PEOPLE_HEADER)
+        for number, analysis in people:
+            frames = analysis['face_frames']
+            box = np.nanmean(analysis['boxes'], axis=0)
+            writer.writerow([number, len(frames), int(frames[0]), int(frames[-1])] + [f"{v:.1f}" for v in box])
+
+
+def _draw_label(frame, text, anchor, colour, scale, thickness):
+    import cv2
+    cv2.putText(frame, text, anchor, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(frame, text, anchor, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+
+
+def annotated_frames(path, people):
+    """The decoded frames with each person's box and label drawn: people is [(number, boxes [T, 4],
+    labels [T])]; with one person no number is drawn, and its label stays (grey) where no face is."""
     import cv2
     from preprocess.video import iter_frames
 
+    numbered = len(people) > 1
     for index, frame in enumerate(iter_frames(path)):
         frame = frame.copy()
         height = frame.shape[0]
         scale = max(0.4, height / 600)
         thickness = max(1, int(round(height / 300)))
-        name = ABAW_CLASSES[labels[index]] if index < len(labels) else '?'
-        box = boxes[index] if index < len(boxes) else (np.nan,) * 4
-        if not np.isnan(box[0]):
-            x1, y1, x2, y2 = (int(round(v)) for v in box)
-            cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 255, 0), thickness)
-            anchor = (max(0, x1), max(int(20 * scale), y1 - 6))
-            colour = (0, 255, 0)
-        else:
-            # No face in this frame: the label is the nearest face frame's, drawn in grey.
-            anchor, colour, name = (8, int(24 * scale) + 4), (200, 200, 200), name + ' (no face)'
-        cv2.putText(frame, name, anchor, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2,
-                    cv2.LINE_AA)
-        cv2.putText(frame, name, anchor, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
-                    cv2.LINE_AA)
+        for number, boxes, labels in people:
+            name = ABAW_CLASSES[labels[index]] if index < len(labels) else '?'
+            box = boxes[index] if index < len(boxes) else (np.nan,) * 4
+            if not np.isnan(box[0]):
+                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 255, 0), thickness)
+                anchor = (max(0, x1), max(int(20 * scale), y1 - 6))
+                _draw_label(frame, f"{number}: {name}" if numbered else name, anchor, (0, 255, 0), scale, thickness)
+            elif not numbered:
+                # No face in this frame: the label is the nearest face frame's, drawn in grey.
+                _draw_label(frame, name + ' (no face)', (8, int(24 * scale) + 4), (200, 200, 200), scale, thickness)
         yield frame
 
 
@@ -305,21 +294,56 @@ def output_paths(out_dir, name, annotate):
     return paths
 
 
-def write_outputs(path, name, out_dir, analysis, fusion, window, alpha, annotate, fps):
+def person_name(name, number, people_count):
+    return name if people_count == 1 else f"{name}_person{number}"
+
+
+def is_finished(out_dir, name, annotate, people):
+    """True when a previous run wrote every output of this video (one person, or each person's)."""
+    if all(os.path.isfile(p) for p in output_paths(out_dir, name, annotate).values()):
+        return True
+    people_csv = os.path.join(out_dir, name + '_people.csv')
+    if people != 'all' or not os.path.isfile(people_csv):
+        return False
+    if annotate and not os.path.isfile(os.path.join(out_dir, name + '_annotated.mp4')):
+        return False
+    with open(people_csv, newline='', encoding='utf-8') as f:
+        numbers = [row['person'] for row in csv.DictReader(f)]
+    return all(os.path.isfile(p) for number in numbers
+               for p in output_paths(out_dir, f"{name}_person{number}", False).values())
+
+
+def write_outputs(path, name, out_dir, people, smoothing, annotate, fps):
+    """Each reported person's CSV, TXT and timeline (one person: unsuffixed names), the annotated
+    video, and for several people the people CSV last. Returns {output name: labels}."""
     from plots import plot_timeline
     from preprocess.video import write_video
 
-    paths = output_paths(out_dir, name, annotate)
-    smoothed, labels = fuse_and_smooth(analysis, fusion, window, alpha)
-    probs = per_frame_probs(analysis, smoothed)
-    write_annotation(paths['txt'], labels)
-    plot_timeline(paths['timeline'], probs, labels,
-                  title=f"{name}: {fusion} fusion, K={window}, A={alpha:g}")
+    drawn, written = [], {}
+    for number, analysis in people:
+        output = person_name(name, number, len(people))
+        paths = output_paths(out_dir, output, False)
+        smoothed, labels = fuse_and_smooth(analysis, smoothing)
+        probs = per_frame_probs(analysis, smoothed)
+        write_annotation(paths['txt'], labels)
+        plot_timeline(paths['timeline'], probs, labels,
+                      title=f"{output}: {smoothing.summary}")
+        write_frame_csv(paths['csv'], analysis, probs, labels, fps)
+        drawn.append((number, analysis['boxes'], labels))
+        written[output] = labels
     if annotate:
-        write_video(paths['video'], annotated_frames(path, analysis['boxes'], labels), fps=fps or 30)
-    # Last: its presence marks the video finished for the next run.
-    write_frame_csv(paths['csv'], analysis, probs, labels, fps)
-    return labels
+        write_video(os.path.join(out_dir, name + '_annotated.mp4'), annotated_frames(path, drawn), fps=fps or 30)
+    stale = [os.path.join(out_dir, name + '_people.csv')]
+    if len(people) > 1:
+        # Last: its presence marks the video finished for the next run.
+        write_people_csv(os.path.join(out_dir, name + '_people.csv'), people)
+        stale = [os.path.join(out_dir, name + '.csv')]
+    else:
+        stale += glob.glob(os.path.join(glob.escape(out_dir), glob.escape(name) + '_person*'))
+    for leftover in stale:
+        if os.path.isfile(leftover):
+            os.remove(leftover)
+    return written
 
 
 # ----------------------------------------------------------------------------- command line
@@ -339,21 +363,25 @@ def build_parser():
                '  .pdparams in any layout training writes, or a tools/export_model.py prefix.\n\n'
                'outputs, per video, in -output:\n'
                '  <video>.csv, <video>.txt (ABAW3 format), <video>_timeline.png and, with\n'
-               '  -annotate, <video>_annotated.mp4. Face settings default to those of\n'
+               '  -annotate, <video>_annotated.mp4. Each person is tracked through the video;\n'
+               '  when several are present for at least -min_track_s seconds each, every one\n'
+               '  gets <video>_person<k>.csv/.txt/_timeline.png (1 = present longest) and\n'
+               '  <video>_people.csv lists them. Face settings default to those of\n'
                '  `python -m preprocess`, so the results equal running it, `main_single_gpu.py\n'
-               '  -eval` for both models and smooth_predict.py one after the other.')
+               '  -eval` for both models and smooth_predict.py one after the other.\n\n'
+               'smoothing (the same flags and defaults as smooth_predict.py):\n'
+               '  by default Smooth Predicting as the release\'s figure draws it: per model, on the\n'
+               '  logits, K=2 (-smooth_on logits -window 2), then soft fusion. The negative model\n'
+               '  runs on every face, except with -fusion hard and -smooth_on fused or -window 0,\n'
+               '  where it runs only where the coarse model says Negative.')
     parser.add_argument('input', metavar='VIDEO_OR_FOLDER',
                         help='a video file, or a folder searched recursively for videos')
     parser.add_argument('-output', required=True, help='output folder (never inside the input folder)')
     for kind in MODEL_KINDS:
         parser.add_argument(f'-{kind}_cfg', help=f'YAML config of the {kind} model')
         parser.add_argument(f'-{kind}_weights', help=f'{kind} model: .pdparams, exported prefix or .onnx file')
-    parser.add_argument('-window', type=int, default=0,
-                        help='Smooth Predicting window K in frames (0 = no smoothing)')
-    parser.add_argument('-alpha', type=float, default=0.5, help='weight A of the window mean')
-    parser.add_argument('-fusion', choices=('soft', 'hard'), default='soft',
-                        help='soft: probabilities (negative model on every face); hard: labels '
-                             '(negative model only where the coarse one says Negative)')
+    from smooth_predict import add_smoothing_arguments
+    add_smoothing_arguments(parser)
     parser.add_argument('-device', choices=('cpu', 'gpu'), default='cpu',
                         help='where the models and face detection run')
     parser.add_argument('-annotate', action='store_true', help='also write <video>_annotated.mp4')
@@ -361,15 +389,24 @@ def build_parser():
                         help='face detection worker processes (default: as python -m preprocess, '
                              'one per core on cpu, 0 = in-process on gpu)')
     parser.add_argument('-classify_batch', type=int, default=32, help='faces per model call')
-    parser.add_argument('-min_prob', type=float, default=ALIGNER_DEFAULTS['min_prob'],
+    parser.add_argument('-people', choices=('all', 'main'), default='all',
+                        help='all: every person present at least -min_track_s gets outputs; '
+                             'main: only person 1, the one present longest')
+    parser.add_argument('-min_track_s', type=float, default=1.0,
+                        help='seconds a second, third, ... person must be visible to be reported')
+    parser.add_argument('-min_prob', type=float, default=FACE_DEFAULTS.min_prob,
                         help='faces below this MTCNN probability are ignored')
-    parser.add_argument('-min_face_size', type=int, default=ALIGNER_DEFAULTS['min_face_size'],
-                        help='smallest face MTCNN looks for, in pixels')
-    parser.add_argument('-face_mode', choices=('align', 'crop'), default=ALIGNER_DEFAULTS['mode'],
+    parser.add_argument('-min_face_size', type=int, default=FACE_DEFAULTS.min_face_size,
+                        help='smallest face MTCNN looks for, in pixels of the frame it detects on')
+    parser.add_argument('-detect_size', type=int, default=FACE_DEFAULTS.detect_size,
+                        help='as --detect_size of python -m preprocess (0 = detect at full resolution)')
+    parser.add_argument('-track_gap_s', type=float, default=FACE_DEFAULTS.track_gap_s,
+                        help='a person keeps their track through this many seconds without a face')
+    parser.add_argument('-face_mode', choices=('align', 'crop'), default=FACE_DEFAULTS.mode,
                         help='as --mode of python -m preprocess')
-    parser.add_argument('-face_size', type=int, default=ALIGNER_DEFAULTS['image_size'],
+    parser.add_argument('-face_size', type=int, default=FACE_DEFAULTS.image_size,
                         help='side of the aligned face before the model transform (as --image_size)')
-    parser.add_argument('-jpeg_quality', type=int, default=JPEG_QUALITY,
+    parser.add_argument('-jpeg_quality', type=int, default=FACE_DEFAULTS.jpeg_quality,
                         help='the aligned face goes through JPEG at this quality, as the face '
                              'files of python -m preprocess do')
     parser.add_argument('-overwrite', action='store_true', help='redo videos whose outputs exist')
@@ -383,8 +420,25 @@ def _check_args(parser, args):
         parser.error(f"-workers must be >= 0, got {args.workers}")
     if args.classify_batch < 1:
         parser.error(f"-classify_batch must be >= 1, got {args.classify_batch}")
-    if not 1 <= args.jpeg_quality <= 100:
-        parser.error(f"-jpeg_quality must be between 1 and 100, got {args.jpeg_quality}")
+    if args.min_track_s < 0:
+        parser.error(f"-min_track_s must be >= 0, got {args.min_track_s}")
+    try:
+        face_settings(args)
+    except UsageError as err:
+        parser.error(str(err))
+
+
+def face_settings(args):
+    """FaceSettings from the face flags; a bad value is a UsageError naming the flag."""
+    flags = {'min_prob': 'min_prob', 'min_face_size': 'min_face_size', 'detect_size': 'detect_size',
+             'track_gap_s': 'track_gap_s', 'mode': 'face_mode', 'image_size': 'face_size',
+             'jpeg_quality': 'jpeg_quality'}
+    for field, flag in flags.items():
+        try:
+            FaceSettings(**{field: getattr(args, flag)})
+        except ValueError as err:
+            raise UsageError(f"-{flag} {getattr(args, flag)}: {err}") from None
+    return FaceSettings(**{field: getattr(args, flag) for field, flag in flags.items()})
 
 
 def find_inputs(path):
@@ -392,7 +446,10 @@ def find_inputs(path):
     if os.path.isfile(path):
         return {os.path.splitext(os.path.basename(path))[0]: path}
     if os.path.isdir(path):
-        videos = find_videos(path)
+        try:
+            videos = find_videos(path)
+        except PlanError as err:
+            raise UsageError(str(err)) from None
         if not videos:
             raise UsageError(f"{path}: no video files (looked for {' '.join(VIDEO_EXTENSIONS)})")
         return videos
@@ -405,13 +462,16 @@ def _fps_text(frames, seconds):
 
 def stage_report(frames, faces, seconds, wall):
     parts = [f"{stage} {_fps_text(frames, seconds.get(stage, 0.0))}"
-             for stage in ('decode', 'detect', 'align', 'classify')]
+             for stage in ('decode', 'detect', 'track', 'align', 'classify')]
     classify = seconds.get('classify', 0.0)
     return (f"{frames} frames, {faces} faces; frames/s end to end {_fps_text(frames, wall)}; "
             f"per stage {', '.join(parts)} (classify {_fps_text(faces, classify)} faces/s)")
 
 
 def run(args):
+    from smooth_predict import smoothing_from_args
+    smoothing = smoothing_from_args(args)
+    settings = face_settings(args)
     videos = find_inputs(args.input)
     if os.path.isdir(args.input) and is_inside(args.output, args.input):
         raise UsageError(f"-output {args.output} is inside the input folder {args.input}; "
@@ -423,7 +483,8 @@ def run(args):
     # Heavy imports only once the arguments are known to be good, so mistakes are reported fast.
     from tqdm import tqdm
 
-    from preprocess.pipeline import VIDEO_FAILURES, Detector, clean_stale_temporaries, video_failure
+    from preprocess.faceloop import FALLBACK_FPS, VIDEO_FAILURES, Detector, default_workers, video_failure
+    from preprocess.pipeline import clean_stale_temporaries
     from preprocess.video import probe_frame_count
 
     clean_stale_temporaries(args.output)  # what a killed run left never looks finished
@@ -436,23 +497,17 @@ def run(args):
         log.info("%s model runs on %s", kind, models[-1].classify.backend)
 
     torch_device = 'cuda' if args.device == 'gpu' else 'cpu'
-    workers = args.workers
-    if workers is None:
-        workers = 0 if torch_device == 'cuda' else (os.cpu_count() or 1)
-    aligner_kwargs = dict(device=torch_device, mode=args.face_mode, image_size=args.face_size,
-                          min_prob=args.min_prob, min_face_size=args.min_face_size)
-    log.info("%d video(s); fusion %s, K=%d, A=%g; face detection on %s, %d worker process(es)",
-             len(videos), args.fusion, args.window, args.alpha, torch_device, workers)
+    workers = default_workers(torch_device) if args.workers is None else args.workers
+    log.info("%d video(s); %s; face detection on %s, %d worker process(es)",
+             len(videos), smoothing.describe(), torch_device, workers)
 
     done, skipped, no_face, failures = [], [], [], []
     totals = {'frames': 0, 'faces': 0, 'wall': 0.0, 'seconds': {}}
-    with Detector(aligner_kwargs, workers=workers) as detector:
-        geometry = detector.aligner or FaceAligner(**detector.aligner_kwargs)
+    with Detector(settings, device=torch_device, workers=workers) as detector:
         overall = tqdm(videos.items(), desc='videos', unit='video', position=0,
                        disable=len(videos) < 2)
         for name, path in overall:
-            paths = output_paths(args.output, name, args.annotate)
-            if not args.overwrite and all(os.path.isfile(p) for p in paths.values()):
+            if not args.overwrite and is_finished(args.output, name, args.annotate, args.people):
                 skipped.append(name)
                 continue
             started = time.perf_counter()
@@ -460,30 +515,31 @@ def run(args):
                 total = probe_frame_count(path)
                 fps = probe_frame_rate(path)
                 if fps is None:
-                    tqdm.write(f"warning: {path}: no frame rate found; the time column is empty",
-                               file=sys.stderr)
+                    tqdm.write(f"warning: {path}: no frame rate found; the time column is empty and "
+                               f"tracking assumes {FALLBACK_FPS:g} frames/s", file=sys.stderr)
                 with tqdm(total=total or None, desc=name[:40], unit='frame', position=1,
                           leave=False) as bar:
-                    analysis = analyse_video(path, detector, geometry, models, args.fusion,
-                                             args.classify_batch, jpeg_quality=args.jpeg_quality,
-                                             progress=bar.update)
-                write_outputs(path, name, args.output, analysis, args.fusion, args.window,
-                              args.alpha, args.annotate, fps)
+                    video = analyse_video(path, detector, models, smoothing, args.classify_batch,
+                                          fps=fps, progress=bar.update)
+                people = person_analyses(video, args.min_track_s, fps or FALLBACK_FPS, args.people)
+                write_outputs(path, name, args.output, people, smoothing, args.annotate, fps)
             except VIDEO_FAILURES as err:
                 failures.append(video_failure(name, err, detector))
                 continue
             wall = time.perf_counter() - started
-            faces = int(analysis['face_frames'].size)
-            if faces == 0:
+            faces = len(video['keys'])
+            if people[0][0] is None:
                 no_face.append(name)
-            totals['frames'] += analysis['frames']
+            totals['frames'] += video['frames']
             totals['faces'] += faces
             totals['wall'] += wall
-            for stage, seconds in analysis['seconds'].items():
+            for stage, seconds in video['seconds'].items():
                 totals['seconds'][stage] = totals['seconds'].get(stage, 0.0) + seconds
-            done.append({'name': name, 'frames': analysis['frames'], 'faces': faces,
-                         'seconds': analysis['seconds'], 'wall': wall})
-            tqdm.write(f"{name}: {stage_report(analysis['frames'], faces, analysis['seconds'], wall)}",
+            done.append({'name': name, 'frames': video['frames'], 'faces': faces,
+                         'people': [number for number, _ in people if number is not None],
+                         'seconds': video['seconds'], 'wall': wall})
+            reported = f"; {len(people)} people" if len(people) > 1 else ''
+            tqdm.write(f"{name}: {stage_report(video['frames'], faces, video['seconds'], wall)}{reported}",
                        file=sys.stderr)
         overall.close()
 

@@ -1,15 +1,19 @@
 """Coarse-to-fine fusion and Smooth Predicting of per-frame outputs into ABAW EXPR predictions.
 
 Reads the `predictions.npz` files that `-eval` writes for the coarse (5-class) and the negative
-(4-class) model, fuses them into the 8 ABAW classes, smooths each video over time, fills the
-frames that have no face with the nearest prediction, scores against annotations, optionally
-grid-searches the smoothing window K and blend A, and writes ABAW submission files.
+(4-class) model, smooths each video over time and fuses the two models into the 8 ABAW classes,
+fills the frames that have no face with the nearest prediction, scores against annotations,
+optionally searches the smoothing settings, and writes ABAW submission files.
 
     python smooth_predict.py -coarse coarse/predictions.npz -negative negative/predictions.npz \
         -output out -anno_folder ANNO/Validation_Set -search
 
-The rules (fusion formulas, window definition, tie-breaking, filling) are documented on the
-functions below; `predict_video.py` reuses them.
+Smooth Predicting (SP) has two modes. `-smooth_on logits` (the default, with K = 2) is SP as the
+release's overview figure draws it: inside each model, before fusion, the window mean of the
+logits is added to each frame's logits, then softmax, then the cascade. `-smooth_on fused` blends
+the fused 8-class probabilities with their window mean instead. The rules (fusion formulas,
+window definition, tie-breaking, filling) are documented on the functions below;
+`predict_video.py` reuses them.
 """
 import argparse
 import json
@@ -29,11 +33,17 @@ from metrics import classification_scores, format_table, macro_f1
 
 log = logging.getLogger('smooth_predict')
 
+SMOOTH_MODES = ('logits', 'fused')
+DEFAULT_SMOOTH_ON = 'logits'
+# The release's figure averages f_{i-2}..f_{i+2}: five frames, K = 2.
+DEFAULT_WINDOW = FIGURE_WINDOW = 2
+DEFAULT_ALPHA = 0.5  # -smooth_on fused only
 SEARCH_WINDOWS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 SEARCH_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FRAME_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 CSV_HEADER = 'image_location,' + ANNOTATION_HEADER
 NUM_ABAW = len(ABAW_CLASSES)
+NUM_COARSE = len(COARSE_CLASSES)
 NEUTRAL = ABAW_CLASSES.index('Neutral')
 COARSE_NEGATIVE = COARSE_CLASSES.index('Negative')
 # ABAW label of every coarse class except Negative, which the negative model splits.
@@ -219,7 +229,7 @@ def fuse(coarse_logits, negative_logits, mode='soft'):
     soft: c = softmax(coarse), n = softmax(negative);
           p = (c0, c4*n0, c4*n1, c4*n2, c1, c4*n3, c2, c3).
     hard: the coarse argmax, or when that is Negative the negative argmax mapped to
-          Anger/Disgust/Fear/Sadness; p is its one-hot.
+          Anger/Disgust/Fear/Sadness (argmaxes of the logits); p is its one-hot.
     A negative row of NaN (or negative_logits None) means no negative prediction: n = 0.25 each.
     Ties in an argmax go to the lowest index.
     """
@@ -234,12 +244,17 @@ def fuse(coarse_logits, negative_logits, mode='soft'):
     if negative_logits.shape != (count, len(NEGATIVE_CLASSES)):
         raise ValueError(f"negative logits must be [{count}, {len(NEGATIVE_CLASSES)}], "
                          f"got {negative_logits.shape}")
-    absent = np.isnan(negative_logits).any(axis=1)
-    negative_probs = np.full(negative_logits.shape, 1.0 / len(NEGATIVE_CLASSES))
-    if not absent.all():
-        negative_probs[~absent] = softmax(negative_logits[~absent])
+    absent = None  # the usual case: every row has negative logits, no masks to copy through
+    if np.isnan(negative_logits).any():
+        absent = np.isnan(negative_logits).any(axis=1)
 
     if mode == 'soft':
+        if absent is None:
+            negative_probs = softmax(negative_logits)
+        else:
+            negative_probs = np.full(negative_logits.shape, 1.0 / len(NEGATIVE_CLASSES))
+            if not absent.all():
+                negative_probs[~absent] = softmax(negative_logits[~absent])
         coarse_probs = softmax(coarse_logits)
         probs = np.empty((count, NUM_ABAW))
         probs[:, [COARSE_TO_ABAW[c] for c in _COARSE_KEPT]] = coarse_probs[:, _COARSE_KEPT]
@@ -249,35 +264,46 @@ def fuse(coarse_logits, negative_logits, mode='soft'):
         coarse_label = np.argmax(coarse_logits, axis=1)
         label = np.asarray(COARSE_TO_ABAW)[coarse_label]
         refine = coarse_label == COARSE_NEGATIVE
-        label[refine] = np.asarray(NEGATIVE_TO_ABAW)[np.argmax(negative_probs[refine], axis=1)]
+        # The argmax of the logits themselves (a softmax could round two of them into a tie);
+        # a row without negative logits is uniform, whose argmax is the first class.
+        negative = negative_logits[refine]
+        if absent is not None:
+            negative = np.where(absent[refine][:, None], 0.0, negative)
+        label[refine] = np.asarray(NEGATIVE_TO_ABAW)[np.argmax(negative, axis=1)]
         probs = np.zeros((count, NUM_ABAW))
         probs[np.arange(count), label] = 1.0
         return probs
     raise ValueError(f"unknown fusion mode {mode!r}: choose soft or hard")
 
 
-def _check_smoothing(window, alpha):
+def _check_window(window):
     if int(window) != window or window < 0:
         raise ValueError(f"window K must be an integer >= 0, got {window}")
+
+
+def _check_smoothing(window, alpha):
+    _check_window(window)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha A must be in [0, 1], got {alpha}")
 
 
 class WindowMeans:
-    """Means of p over predicted frames within +-K frame numbers, for any K, in O(N) per K.
+    """Means of the rows over the predicted frames within +-K frame numbers, any K, O(N) per K.
 
     Rows must be sorted by (group, frame) with no repeats. Each group (video) sits on its own
     stretch of a key axis with a gap wider than any window, so one cumulative sum and two binary
-    searches serve all videos at once and a window never reaches into the next video.
+    searches serve all videos at once and a window never reaches into the next video. A NaN
+    entry means "no prediction": it is left out of the means of its column (and a row's own NaN
+    stays NaN in `add_mean`).
     """
 
-    def __init__(self, probs, frames=None, groups=None, max_window=max(SEARCH_WINDOWS)):
-        probs = np.asarray(probs, dtype=np.float64)
-        count = probs.shape[0]
+    def __init__(self, values, frames=None, groups=None, max_window=max(SEARCH_WINDOWS)):
+        values = np.asarray(values, dtype=np.float64)
+        count = values.shape[0]
         frames = np.arange(count, dtype=np.int64) if frames is None else np.asarray(frames, np.int64)
         groups = np.zeros(count, np.int64) if groups is None else np.asarray(groups, np.int64)
-        if probs.ndim != 2 or frames.shape != (count,) or groups.shape != (count,):
-            raise ValueError(f"probs {probs.shape}, frames {frames.shape} and groups "
+        if values.ndim != 2 or frames.shape != (count,) or groups.shape != (count,):
+            raise ValueError(f"values {values.shape}, frames {frames.shape} and groups "
                              f"{groups.shape} disagree")
         if count and (frames.min() < 0 or groups.min() < 0):
             raise ValueError("frame numbers and groups must be >= 0")
@@ -286,36 +312,177 @@ class WindowMeans:
         self.keys = groups * stride + frames
         if np.any(self.keys[1:] <= self.keys[:-1]):
             raise ValueError("rows must be sorted by (group, frame) without repeated frames")
-        self.probs = probs
-        self.cumulative = np.zeros((count + 1, probs.shape[1]))
-        np.cumsum(probs, axis=0, out=self.cumulative[1:])
+        self.values = values
+        self._last = None
+        missing = np.isnan(values)
+        self.cumulative = np.zeros((count + 1, values.shape[1]))
+        np.cumsum(np.where(missing, 0.0, values), axis=0, out=self.cumulative[1:])
+        # Counting per column only when something is missing keeps the usual case one cumsum.
+        self.present = None
+        if missing.any():
+            self.present = np.zeros((count + 1, values.shape[1]), dtype=np.int64)
+            np.cumsum(~missing, axis=0, out=self.present[1:])
 
     def mean(self, window):
         if window > self.max_window:
             raise ValueError(f"window {window} exceeds max_window {self.max_window}")
+        # The search asks for one K under every A in a row: keep the last K's means (one array).
+        if self._last is not None and self._last[0] == window:
+            return self._last[1]
         low = np.searchsorted(self.keys, self.keys - window, side='left')
         high = np.searchsorted(self.keys, self.keys + window, side='right')
-        return (self.cumulative[high] - self.cumulative[low]) / (high - low)[:, None]
+        total = self.cumulative[high] - self.cumulative[low]
+        if self.present is None:
+            means = total / (high - low)[:, None]
+        else:
+            with np.errstate(invalid='ignore', divide='ignore'):  # nothing in the window: NaN
+                means = total / (self.present[high] - self.present[low])
+        means.flags.writeable = False  # shared by later calls
+        self._last = (window, means)
+        return means
 
     def smooth(self, window, alpha):
+        """The fused rule: A * mean + (1 - A) * values; K = 0 or A = 0 returns the values."""
         _check_smoothing(window, alpha)
         if window == 0 or alpha == 0:
-            return self.probs
+            return self.values
         means = self.mean(window)
         if alpha == 1:
             return means
-        return alpha * means + (1.0 - alpha) * self.probs
+        return alpha * means + (1.0 - alpha) * self.values
+
+    def add_mean(self, window):
+        """The release's figure: values + mean; K = 0 returns the values."""
+        _check_window(window)
+        if window == 0:
+            return self.values
+        return self.values + self.mean(window)
 
 
 def smooth(probs, window, alpha, frames=None, groups=None):
-    """Smooth Predicting: f_t = A * u_t + (1 - A) * p_t, u_t = mean of p_s over the predicted
-    frames s of the same group (video) with |s - t| <= K. K = 0 or A = 0 returns p unchanged.
+    """Smooth Predicting on fused probabilities: f_t = A * u_t + (1 - A) * p_t, u_t = mean of p_s
+    over the predicted frames s of the same group (video) with |s - t| <= K. K = 0 or A = 0
+    returns p unchanged.
 
     probs [N, C]; frames: frame numbers (default 0..N-1, i.e. consecutive); groups: video ids.
     Rows must be sorted by (group, frame). The label is argmax f (lowest index on ties).
     """
     _check_smoothing(window, alpha)
     return WindowMeans(probs, frames, groups, max_window=window).smooth(window, alpha)
+
+
+def smooth_logits(logits, window, frames=None, groups=None):
+    """Smooth Predicting as the release's figure draws it, on one model's logits:
+    l'_t = l_t + u_t, u_t = mean of l_s over the predicted frames s of the same group (video)
+    with |s - t| <= K. K = 0 returns l unchanged. Softmax and fusion follow (`Smoothing.apply`).
+
+    Same frames / groups / ordering as `smooth`. A row of NaN (no prediction) is left out of its
+    neighbours' means and stays NaN.
+    """
+    _check_window(window)
+    return WindowMeans(logits, frames, groups, max_window=window).add_mean(window)
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """One Smooth Predicting setting: mode ('logits' | 'fused'), fusion, window K, A (fused only).
+
+    The defaults are the release's figure: logits, soft fusion, K = 2. A left None in fused mode
+    is DEFAULT_ALPHA; A given in logits mode is an error (the figure adds the mean, unweighted).
+    """
+    mode: str = DEFAULT_SMOOTH_ON
+    fusion: str = 'soft'
+    window: int = DEFAULT_WINDOW
+    alpha: float = None
+
+    def __post_init__(self):
+        if self.mode not in SMOOTH_MODES:
+            raise ValueError(f"unknown smoothing mode {self.mode!r}: choose logits or fused")
+        if self.fusion not in ('soft', 'hard'):
+            raise ValueError(f"unknown fusion mode {self.fusion!r}: choose soft or hard")
+        _check_window(self.window)
+        object.__setattr__(self, 'window', int(self.window))
+        if self.mode == 'logits':
+            if self.alpha is not None:
+                raise ValueError("alpha A applies only to the fused mode; the logits mode adds "
+                                 "the window mean with no weight")
+        else:
+            alpha = DEFAULT_ALPHA if self.alpha is None else float(self.alpha)
+            _check_smoothing(self.window, alpha)
+            object.__setattr__(self, 'alpha', alpha)
+
+    @property
+    def is_figure(self):
+        return self.mode == 'logits' and self.window == FIGURE_WINDOW
+
+    @property
+    def short(self):
+        """Mode, K and A, e.g. 'logits K=2', 'fused K=8 A=0.5'."""
+        alpha = f" A={self.alpha:g}" if self.mode == 'fused' else ''
+        return f"{self.mode} K={self.window}{alpha}"
+
+    @property
+    def summary(self):
+        """For titles, e.g. 'soft fusion, SP on logits K=2'."""
+        return f"{self.fusion} fusion, SP on {self.short}"
+
+    def describe(self):
+        """The log line's wording: mode, fusion, K (and A)."""
+        if self.mode == 'logits':
+            text = (f"Smooth Predicting on each model's logits before fusion (the release's "
+                    f"figure draws K={FIGURE_WINDOW}), {self.fusion} fusion, K={self.window}")
+            unsmoothed = self.window == 0
+        else:
+            text = (f"Smooth Predicting on the fused probabilities, {self.fusion} fusion, "
+                    f"K={self.window}, A={self.alpha:g}")
+            unsmoothed = self.window == 0 or self.alpha == 0
+        return text + (' (no smoothing)' if unsmoothed else '')
+
+    @property
+    def needs_negative_everywhere(self):
+        """Whether the negative model's logits are read on every face frame.
+
+        Soft fusion always reads them. Hard fusion reads a frame's negative logits only where the
+        coarse label is Negative; that label is the unsmoothed coarse argmax unless the coarse
+        logits are smoothed, and smoothing the negative logits then also reads the neighbours'.
+        So hard fusion spares the negative model only in fused mode or with K = 0.
+        """
+        return self.fusion == 'soft' or (self.mode == 'logits' and self.window > 0)
+
+    def apply(self, coarse_logits, negative_logits, frames=None, groups=None):
+        """Fused 8-class probabilities [N, 8] after this smoothing; the label is their argmax."""
+        return Smoother(coarse_logits, negative_logits, self.fusion, self.mode, frames, groups,
+                        max_window=self.window).probs(self.window, self.alpha)
+
+
+class Smoother:
+    """Fused probabilities of one mode and fusion for any K (and A), reusing one cumulative sum.
+
+    logits mode: the coarse and negative logits side by side [N, 9], each column smoothed on its
+    own by `WindowMeans.add_mean`, then `fuse`. fused mode: `fuse`, then `WindowMeans.smooth`.
+    """
+
+    def __init__(self, coarse_logits, negative_logits, fusion='soft', mode=DEFAULT_SMOOTH_ON,
+                 frames=None, groups=None, max_window=max(SEARCH_WINDOWS)):
+        if mode not in SMOOTH_MODES:
+            raise ValueError(f"unknown smoothing mode {mode!r}: choose logits or fused")
+        self.fusion, self.mode = fusion, mode
+        coarse_logits = np.asarray(coarse_logits, dtype=np.float64)
+        if negative_logits is None:
+            negative_logits = np.full((coarse_logits.shape[0], len(NEGATIVE_CLASSES)), np.nan)
+        if mode == 'logits':
+            rows = np.hstack([coarse_logits, np.asarray(negative_logits, dtype=np.float64)])
+        else:
+            rows = fuse(coarse_logits, negative_logits, fusion)
+        self.means = WindowMeans(rows, frames, groups, max_window=max_window)
+
+    def probs(self, window, alpha=None):
+        if self.mode == 'fused':
+            return self.means.smooth(window, DEFAULT_ALPHA if alpha is None else alpha)
+        if alpha is not None:
+            raise ValueError("alpha A applies only to the fused mode")
+        logits = self.means.add_mean(window)
+        return fuse(logits[:, :NUM_COARSE], logits[:, NUM_COARSE:], self.fusion)
 
 
 def nearest_predicted(pred_frames, num_frames):
@@ -351,16 +518,19 @@ def fill_missing(pred_frames, labels, num_frames, default=NEUTRAL):
 
 @dataclass
 class VideoTable:
-    """Fused predictions of all videos, sorted by (video, frame), plus each video's frame count,
-    ground truth, and the map from every frame 1..T to its nearest predicted row."""
+    """Both models' logits and their unsmoothed fusion for all videos, sorted by (video, frame),
+    plus each video's frame count, ground truth, and the map from every frame 1..T to its nearest
+    predicted row."""
     video_names: list
     num_frames: np.ndarray              # [V]
     frame_count_source: list            # [V] 'annotation' | 'frames_folder' | 'largest prediction'
     truth: list                         # [V] int array [T] (-1 = unannotated) or None
     video_ids: np.ndarray               # [N]
     frames: np.ndarray                  # [N]
-    probs: np.ndarray                   # [N, 8] fused
+    probs: np.ndarray                   # [N, 8] fused, unsmoothed
     fusion: str = 'soft'
+    coarse_logits: np.ndarray = None    # [N, 5]
+    negative_logits: np.ndarray = None  # [N, 4], rows of NaN where the negative file has none
     frame_offsets: np.ndarray = field(default=None)  # [V + 1] into the all-frames axis
     fill_source: np.ndarray = field(default=None)    # [sum T] row index, -1 = video has no rows
     row_offsets: np.ndarray = field(default=None)    # [V + 1] into the rows
@@ -377,6 +547,18 @@ class VideoTable:
 
     def window_means(self, max_window=max(SEARCH_WINDOWS)):
         return WindowMeans(self.probs, self.frames, self.video_ids, max_window=max_window)
+
+    def smoother(self, mode, max_window=max(SEARCH_WINDOWS)):
+        """A `Smoother` of this table's fusion over its videos."""
+        return Smoother(self.coarse_logits, self.negative_logits, self.fusion, mode, self.frames,
+                        self.video_ids, max_window=max_window)
+
+    def smoothed(self, setting):
+        """Fused probabilities [N, 8] of the rows after `setting` (a Smoothing of this fusion)."""
+        if setting.fusion != self.fusion:
+            raise ValueError(f"the table holds {self.fusion} fusion, the setting asks for "
+                             f"{setting.fusion}")
+        return self.smoother(setting.mode, setting.window).probs(setting.window, setting.alpha)
 
     def all_frame_labels(self, row_labels):
         """Labels of every frame 1..T of every video, concatenated in video order."""
@@ -427,7 +609,7 @@ def _count_frame_files(folder, video):
 
 def build_video_table(coarse, negative, fusion='soft', anno_folder=None, frames_folder=None,
                       video_names=None):
-    """Fuse two `load_predictions` results and attach frame counts and ground truth.
+    """Align two `load_predictions` results, fuse them unsmoothed, attach frame counts and truth.
 
     Frame counts: the annotation's number of label lines, else the number of frame files in
     frames_folder/<video>/, else (neither folder given) the largest predicted frame number.
@@ -480,7 +662,9 @@ def build_video_table(coarse, negative, fusion='soft', anno_folder=None, frames_
                         "are labelled Neutral", name)
     return VideoTable(video_names=names, num_frames=np.asarray(num_frames, dtype=np.int64),
                       frame_count_source=sources, truth=truth, video_ids=video_ids,
-                      frames=aligned['frames'], probs=probs, fusion=fusion)
+                      frames=aligned['frames'], probs=probs, fusion=fusion,
+                      coarse_logits=aligned['coarse_logits'],
+                      negative_logits=aligned['negative_logits'])
 
 
 # ----------------------------------------------------------------------------- scoring / search
@@ -494,33 +678,51 @@ def score(table, row_labels):
     return classification_scores(truth, predicted, ABAW_CLASSES)
 
 
-def search(table, windows=SEARCH_WINDOWS, alphas=SEARCH_ALPHAS):
-    """Macro F1 (and accuracy) on the annotated frames for every (K, A) of the grid.
+def search(table, windows=SEARCH_WINDOWS, alphas=SEARCH_ALPHAS, modes=SMOOTH_MODES):
+    """Macro F1 (and accuracy) on the annotated frames for every setting of the table's fusion:
+    logits mode for each K, fused mode for each (K, A).
 
-    Returns (rows, best): rows are dicts window, alpha, macro_f1, accuracy in grid order; best is
-    the row with the highest macro F1, ties going to the smaller K, then the smaller A.
+    Returns (rows, best): rows are dicts mode, window, alpha (None in logits mode), macro_f1,
+    accuracy, the logits rows first, then the fused grid in (K, A) order; best is the row with the
+    highest macro F1, ties going to the logits mode, then the smaller K, then the smaller A.
     """
     positions, truth = table.annotated()
     if truth.size == 0:
         raise InputError("-search: the annotations hold no annotated frame (all labels are -1)")
-    means = table.window_means(max_window=max(windows))
-    raw_labels = np.argmax(table.probs, axis=1)
-    unsmoothed = None  # K = 0 or A = 0 all give the raw labels: score them once
-    rows = []
     for window in windows:
-        window_mean = means.mean(window) if window > 0 else None
-        for alpha in alphas:
-            _check_smoothing(window, alpha)
-            if window == 0 or alpha == 0:
-                if unsmoothed is None:
-                    unsmoothed = _grid_score(table, raw_labels, positions, truth)
-                result = unsmoothed
-            else:
-                blended = window_mean if alpha == 1 else alpha * window_mean + (1 - alpha) * table.probs
-                result = _grid_score(table, np.argmax(blended, axis=1), positions, truth)
-            rows.append({'window': int(window), 'alpha': float(alpha), **result})
-    best = max(rows, key=lambda row: (row['macro_f1'], -row['window'], -row['alpha']))
+        _check_window(window)
+    for alpha in alphas:
+        _check_smoothing(0, alpha)
+    unsmoothed = None  # K = 0 in either mode, or A = 0, gives the raw labels: score them once
+
+    def scored(smoother, window, alpha):
+        nonlocal unsmoothed
+        if window == 0 or alpha == 0:
+            if unsmoothed is None:
+                unsmoothed = _grid_score(table, np.argmax(table.probs, axis=1), positions, truth)
+            return unsmoothed
+        labels = np.argmax(smoother.probs(window, alpha), axis=1)
+        return _grid_score(table, labels, positions, truth)
+
+    rows = []
+    for mode in SMOOTH_MODES:
+        if mode not in modes:
+            continue
+        # One smoother per mode: memory stays a few arrays of the rows' size whatever the grid.
+        smoother = table.smoother(mode, max_window=max(windows))
+        for window in windows:
+            for alpha in ((None,) if mode == 'logits' else alphas):
+                rows.append({'mode': mode, 'window': int(window),
+                             'alpha': None if alpha is None else float(alpha),
+                             **scored(smoother, window, alpha)})
+    best = max(rows, key=lambda row: (row['macro_f1'], -SMOOTH_MODES.index(row['mode']),
+                                      -row['window'], -(row['alpha'] or 0.0)))
     return rows, best
+
+
+def best_setting(best, fusion):
+    """The Smoothing of a `search` row."""
+    return Smoothing(best['mode'], fusion, best['window'], best['alpha'])
 
 
 def _grid_score(table, row_labels, positions, truth):
@@ -529,23 +731,29 @@ def _grid_score(table, row_labels, positions, truth):
             'accuracy': float(np.mean(predicted == truth))}
 
 
-def format_search(rows, windows=SEARCH_WINDOWS, alphas=SEARCH_ALPHAS):
-    """Grid of macro F1: one line per K, one column per A."""
-    table = {(row['window'], row['alpha']): row['macro_f1'] for row in rows}
-    lines = ['macro F1   ' + ''.join(f"  A={alpha:<5g}" for alpha in alphas)]
+def format_search(rows):
+    """Macro F1 of a `search`: one line per K; a column for the logits mode, one per fused A."""
+    windows = list(dict.fromkeys(row['window'] for row in rows))
+    alphas = list(dict.fromkeys(row['alpha'] for row in rows if row['mode'] == 'fused'))
+    table = {(row['mode'], row['window'], row['alpha']): row['macro_f1'] for row in rows}
+    columns = ([('logits', None, '  logits ')] if any(r['mode'] == 'logits' for r in rows) else [])
+    columns += [('fused', alpha, f"  A={alpha:<5g}") for alpha in alphas]
+    lines = ['macro F1   ' + ''.join(title for _, _, title in columns)]
     for window in windows:
-        lines.append(f"K={window:<8d}" + ''.join(f"  {table[(window, alpha)]:.5f}"
-                                                 for alpha in alphas))
+        lines.append(f"K={window:<8d}" + ''.join(f"  {table[(mode, window, alpha)]:.5f}"
+                                                 for mode, alpha, _ in columns))
     return '\n'.join(lines)
 
 
 # ----------------------------------------------------------------------------- outputs
 
 def write_search_csv(path, rows):
+    """One line per searched setting; alpha is empty in the logits mode, which has none."""
     with atomic_open(path, 'w', encoding='utf-8', newline='\n') as f:
-        f.write('window,alpha,macro_f1,accuracy\n')
-        f.writelines(f"{r['window']},{r['alpha']:g},{r['macro_f1']:.6f},{r['accuracy']:.6f}\n"
-                     for r in rows)
+        f.write('mode,window,alpha,macro_f1,accuracy\n')
+        for r in rows:
+            alpha = '' if r['alpha'] is None else f"{r['alpha']:g}"
+            f.write(f"{r['mode']},{r['window']},{alpha},{r['macro_f1']:.6f},{r['accuracy']:.6f}\n")
 
 
 def write_abaw3(folder, table, frame_labels):
@@ -565,7 +773,7 @@ def write_csv(path, table, frame_labels):
                             for frame, label in enumerate(labels, start=1)))
 
 
-def write_plots(folder, table, smoothed, frame_labels, count, scores=None):
+def write_plots(folder, table, smoothed, frame_labels, count, scores=None, setting_text=''):
     from plots import plot_confusion, plot_timeline
     written = []
     # Annotated videos first: a timeline with ground truth says more.
@@ -579,10 +787,11 @@ def write_plots(folder, table, smoothed, frame_labels, count, scores=None):
         labels = frame_labels[table.frame_offsets[v]:table.frame_offsets[v + 1]]
         safe = name.replace('/', '_')
         written.append(plot_timeline(os.path.join(folder, f"timeline_{safe}.png"), probs, labels,
-                                     truth=table.truth[v], title=name))
+                                     truth=table.truth[v],
+                                     title=f"{name}: {setting_text}" if setting_text else name))
     if count > 0 and scores is not None:
         written.append(plot_confusion(os.path.join(folder, 'confusion.png'), scores['confusion'],
-                                      ABAW_CLASSES, 'smoothed predictions'))
+                                      ABAW_CLASSES, setting_text or 'smoothed predictions'))
     return written
 
 
@@ -590,8 +799,10 @@ def write_plots(folder, table, smoothed, frame_labels, count, scores=None):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description='Fuse coarse and negative model predictions into ABAW EXPR labels, smooth '
-                    'them over time, score them and write submission files.')
+        description='Smooth coarse and negative model predictions over time, fuse them into ABAW '
+                    'EXPR labels, score them and write submission files. Without flags: '
+                    "-smooth_on logits -window 2 -fusion soft, Smooth Predicting as the release's "
+                    'figure draws it (per model, on the logits, five frames), then soft fusion.')
     parser.add_argument('-coarse', required=True, help='predictions.npz of the coarse model')
     parser.add_argument('-negative', required=True, help='predictions.npz of the negative model')
     parser.add_argument('-output', required=True, help='output folder')
@@ -602,23 +813,58 @@ def build_parser():
                         'extracted frames (FRAMES/<video>/*.jpg)')
     parser.add_argument('-video_list', help='videos to write (one name per line), e.g. the test '
                         'set: a listed video without any detected face is written all Neutral')
-    parser.add_argument('-fusion', choices=('soft', 'hard'), default='soft')
-    parser.add_argument('-window', type=int, default=0, help='smoothing window K in frames '
-                        '(0 = no smoothing)')
-    parser.add_argument('-alpha', type=float, default=0.5, help='weight A of the window mean')
-    parser.add_argument('-search', action='store_true', help='grid-search K and A on the '
-                        'annotated videos and use the best')
+    add_smoothing_arguments(parser)
+    parser.add_argument('-search', action='store_true', help='score both smoothing modes on the '
+                        'annotated videos (logits: every K of ' + ' '.join(map(str, SEARCH_WINDOWS))
+                        + '; fused: every K x A of ' + ' '.join(f'{a:g}' for a in SEARCH_ALPHAS)
+                        + '), write search.csv and use the best; replaces -smooth_on/-window/-alpha')
     parser.add_argument('-format', choices=('abaw3', 'csv'), default='abaw3')
     parser.add_argument('-plot', type=int, default=2, help='timeline plots for this many videos')
     return parser
 
 
+def add_smoothing_arguments(parser):
+    """-fusion, -smooth_on, -window, -alpha: the same flags and defaults in predict_video.py."""
+    parser.add_argument('-fusion', choices=('soft', 'hard'), default='soft',
+                        help='soft (default): coarse probabilities, Negative split by the negative '
+                             "model's; hard: the coarse argmax, refined by the negative argmax "
+                             'when it is Negative')
+    parser.add_argument('-smooth_on', choices=SMOOTH_MODES, default=DEFAULT_SMOOTH_ON,
+                        help="logits (default): Smooth Predicting as the release's figure draws "
+                             "it, inside each model before fusion: l'_t = l_t + mean of l_s over "
+                             "|s - t| <= K, then softmax and fusion; fused: on the fused 8-class "
+                             'probabilities, f = A * mean + (1 - A) * p')
+    parser.add_argument('-window', type=int, default=DEFAULT_WINDOW,
+                        help=f'window K in frames: the mean is over frames t-K..t+K that have a '
+                             f'face (default {DEFAULT_WINDOW}: the five frames of the figure; '
+                             '0 = no smoothing)')
+    parser.add_argument('-alpha', type=float, default=None,
+                        help=f'-smooth_on fused only: weight A of the window mean (default '
+                             f'{DEFAULT_ALPHA:g})')
+
+
 def check_smoothing_flags(parser, args):
-    """-window / -alpha range checks, shared with predict_video.py."""
+    """-window / -alpha checks (parser.error on a bad one), shared with predict_video.py."""
     if args.window < 0:
         parser.error(f"-window must be >= 0, got {args.window}")
-    if not 0.0 <= args.alpha <= 1.0:
-        parser.error(f"-alpha must be in [0, 1], got {args.alpha}")
+    if args.alpha is not None:
+        if args.smooth_on == 'logits':
+            parser.error("-alpha applies only to -smooth_on fused; -smooth_on logits (the "
+                         "default, the release's Smooth Predicting) adds the window mean to the "
+                         "logits with no weight")
+        if not 0.0 <= args.alpha <= 1.0:
+            parser.error(f"-alpha must be in [0, 1], got {args.alpha}")
+
+
+def setting_fields(setting):
+    """mode, fusion, window, alpha of a Smoothing, as metrics.json records them."""
+    return {'mode': setting.mode, 'fusion': setting.fusion, 'window': setting.window,
+            'alpha': setting.alpha}
+
+
+def smoothing_from_args(args):
+    """The Smoothing that the -fusion / -smooth_on / -window / -alpha flags ask for."""
+    return Smoothing(args.smooth_on, args.fusion, args.window, args.alpha)
 
 
 def _check_args(parser, args):
@@ -638,6 +884,8 @@ def _check_args(parser, args):
 
 
 def run(args):
+    setting = smoothing_from_args(args)
+    figure = Smoothing('logits', args.fusion, FIGURE_WINDOW)
     coarse = load_predictions(args.coarse, 'coarse')
     negative = load_predictions(args.negative, 'negative')
     video_names = None
@@ -652,26 +900,34 @@ def run(args):
     log.info("%d videos, %d predicted frames, %d frames in all (%s fusion)", len(table.video_names),
              table.frames.size, int(table.num_frames.sum()), args.fusion)
 
-    window, alpha = args.window, args.alpha
     if args.search:
         rows, best = search(table)
-        log.info("search over K x A on the annotated frames:\n%s", format_search(rows))
+        log.info("search on the annotated frames, %s fusion (logits: SP on each model's logits, "
+                 "as the release's figure; A=: SP on the fused probabilities):\n%s", args.fusion,
+                 format_search(rows))
         write_search_csv(os.path.join(args.output, 'search.csv'), rows)
-        window, alpha = best['window'], best['alpha']
-        log.info("best: K=%d A=%g macro F1 %.5f", window, alpha, best['macro_f1'])
-    if window == 0 or alpha == 0:
-        log.info("no smoothing (K=%d, A=%g)", window, alpha)
+        setting = best_setting(best, args.fusion)
+        drawn = next((row for row in rows if row['mode'] == figure.mode
+                      and row['window'] == figure.window), None)
+        log.info("best: %s, macro F1 %.5f%s", setting.summary, best['macro_f1'],
+                 f" (the release's figure, SP on logits K={FIGURE_WINDOW}: {drawn['macro_f1']:.5f})"
+                 if drawn else '')
+    log.info("%s", setting.describe())
 
-    smoothed = table.window_means(max_window=window).smooth(window, alpha)
+    smoothed = table.smoothed(setting)
     row_labels = np.argmax(smoothed, axis=1)
     frame_labels = table.all_frame_labels(row_labels)
 
-    settings = {'fusion': args.fusion, 'window': int(window), 'alpha': float(alpha)}
     raw_scores = score(table, np.argmax(table.probs, axis=1))
     smooth_scores = score(table, row_labels)
+    figure_scores = smooth_scores
+    if raw_scores is not None and setting != figure:
+        figure_scores = score(table, np.argmax(table.smoothed(figure), axis=1))
+    no_smoothing = {'mode': None, 'fusion': args.fusion, 'window': 0, 'alpha': None}
     metrics = {
-        'raw': {'fusion': args.fusion, 'window': 0, 'alpha': 0.0, **(raw_scores or {})},
-        'smoothed': {**settings, **(smooth_scores or {})},
+        'raw': {**no_smoothing, **(raw_scores or {})},
+        'figure': {**setting_fields(figure), **(figure_scores or {})},
+        'smoothed': {**setting_fields(setting), **(smooth_scores or {})},
         'searched': bool(args.search),
         'videos': len(table.video_names),
         'predicted_frames': int(table.frames.size),
@@ -679,9 +935,11 @@ def run(args):
         'annotated': raw_scores is not None,
     }
     if raw_scores is not None:
-        print(format_table({'fused raw': raw_scores, f'K={window} A={alpha:g}': smooth_scores},
-                           title=f"{args.fusion} fusion, scored on {raw_scores['count']} "
-                                 "annotated frames"))
+        columns = {'no smoothing': raw_scores, f'logits K={FIGURE_WINDOW} (figure)': figure_scores}
+        if setting != figure:
+            columns[setting.short] = smooth_scores
+        print(format_table(columns, title=f"{args.fusion} fusion, scored on {raw_scores['count']} "
+                                          "annotated frames"))
     with atomic_open(os.path.join(args.output, 'metrics.json'), 'w', encoding='utf-8') as f:
         json.dump(metrics, f, indent=2)
 
@@ -692,7 +950,8 @@ def run(args):
         write_csv(os.path.join(args.output, 'predictions.csv'), table, frame_labels)
         log.info("wrote %s", os.path.join(args.output, 'predictions.csv'))
     if args.plot:
-        write_plots(args.output, table, smoothed, frame_labels, args.plot, smooth_scores)
+        write_plots(args.output, table, smoothed, frame_labels, args.plot, smooth_scores,
+                    setting.summary)
     return metrics
 
 

@@ -21,8 +21,8 @@ _ones = nn.initializer.Constant(1.0)
 class _AddmmWithGemmBiasGrad(PyLayer):
     """x @ w + b whose backward sums the bias gradient with a GEMM (ones @ grad).
 
-    Paddle's addmm / linear backward reduces the bias gradient with a slow generic reduction
-    (half the layer's backward time on CPU); a [1, M] x [M, N] GEMM does it at BLAS speed.
+    Paddle's addmm / linear backward reduces the bias gradient with a slow generic reduction on
+    CPU; a [1, M] x [M, N] GEMM does it at BLAS speed (benchmarks/RESULTS.md).
     """
 
     @staticmethod
@@ -43,8 +43,8 @@ class Linear(nn.Linear):
     """nn.Linear (same parameters) whose eager CPU forward adds the bias inside the GEMM.
 
     Paddle's linear runs the matmul and then a separate, single-threaded bias add over the whole
-    output; addmm lets BLAS accumulate onto the bias (beta=1), which measured ~15% faster per layer
-    on CPU. Static graphs (export) keep F.linear, which the inference passes fuse themselves.
+    output; addmm lets BLAS accumulate onto the bias (beta=1), which is faster on CPU. Static
+    graphs (export) keep F.linear, which the inference passes fuse themselves.
     """
 
     def forward(self, x):

@@ -201,10 +201,12 @@ def main(argv=None):
     if not args.skip_preprocess:
         frames = 16 if args.quick else 48
         run_sub_benchmark(results, 'preprocess', 'frames_per_s',
-                          ['benchmarks/bench_preprocess.py', '--frames', str(frames), '--workers', '1'],
+                          ['benchmarks/bench_preprocess.py', '--frames', str(frames), '--workers', '1',
+                           '--hd_frames', '0'],
                           r'^\s*((?:plain MTCNN|preprocess pipeline)[^:]*): ([0-9.]+) frames/s')
     if not args.skip_smooth:
-        run_sub_benchmark(results, 'smooth_predict', 'seconds', ['benchmarks/bench_smooth_predict.py'],
+        run_sub_benchmark(results, 'smooth_predict', 'seconds',
+                          ['benchmarks/bench_smooth_predict.py', '--no_results_md'],
                           r'full command \(([^)]*)\): ([0-9.]+) s wall')
     results['load_average_at_end'] = load_average()
 

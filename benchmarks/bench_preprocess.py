@@ -1,39 +1,72 @@
-"""Frames/s of preprocessing a 640x480 clip on CPU: our pipeline vs a plain per-frame MTCNN loop.
+"""Frames/s of preprocessing on CPU: our pipeline vs a plain per-frame MTCNN loop (640x480), and
+detection on a downscaled copy vs full resolution (1920x1080).
 
     python benchmarks/bench_preprocess.py [--frames 64] [--workers N] [--batch_size 8] [--rounds 2]
+        [--hd_frames 16]
 
-Baseline: decode with preprocess.video.iter_frames, then `MTCNN(image_size=224, margin=...)(img)`
-per frame (torch's default threads, and 1 thread for reference), which detects and crops like the usual facenet-pytorch recipe.
-Ours: preprocess.pipeline.process_video with a worker pool (single-threaded workers, batched
-detection), including alignment and JPEG writing. Model loading and first-call warm-up are
-excluded from all timings.
+640x480 baseline: decode with preprocess.video.iter_frames, then `MTCNN(image_size=224, margin=...)(img)`
+per frame (torch's default threads, and 1 thread for reference), which detects and crops like the
+usual facenet-pytorch recipe. Ours: preprocess.pipeline.process_video with a worker pool
+(single-threaded workers), including tracking, alignment and JPEG writing.
+
+1920x1080: a clip with three people of different sizes (faces about 110, 60 and 40 px wide),
+through process_video with --detect_size 0 (full-resolution detection, as before detection on a
+downscaled copy existed) and with the default --detect_size 720; same workers, same everything
+else. Besides frames/s it reports faces written and the largest landmark difference between the
+two, so a faster run that loses or moves faces would show.
+
+Model loading and first-call warm-up are excluded from all timings. Rounds alternate the methods
+and keep each one's best, because the cores are shared and background load drifts during a run.
 """
 import argparse
+import csv
 import os
 import sys
 import tempfile
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 
-from synthetic_video import face_frames  # noqa: E402
+from synthetic_video import face_frames, scene_frames, tinted_head  # noqa: E402
 
-from preprocess.pipeline import Detector, process_video  # noqa: E402
+from preprocess.faceloop import Detector  # noqa: E402
+from preprocess.faces import FaceSettings  # noqa: E402
+from preprocess.pipeline import process_video  # noqa: E402
 from preprocess.video import iter_frames, write_video  # noqa: E402
+
+
+def hd_clip(path, count):
+    """1920x1080 frames with three people walking slowly, heads 360, 200 and 130 px."""
+    actors = [(tinted_head(360, None), (200, 300), (420, 300), None),
+              (tinted_head(200, 'blue'), (1300, 150), (1150, 170), None),
+              (tinted_head(130, 'green'), (900, 800), (980, 780), None)]
+    write_video(path, scene_frames(count, actors, 1920, 1080), fps=25)
+
+
+def chosen_landmarks(folder):
+    """{frame: landmarks (5, 2)} of the faces written, from detections.csv."""
+    with open(os.path.join(folder, 'detections.csv'), newline='') as f:
+        rows = [row for row in csv.DictReader(f) if row['chosen'] == '1']
+    names = [key for key in rows[0] if key.endswith('_x') or key.endswith('_y')] if rows else []
+    return {int(row['frame']): np.array([float(row[key]) for key in names]) for row in rows}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--frames', type=int, default=64)
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 1)
-    parser.add_argument('--batch_size', type=int, default=8)
+    parser.add_argument('--batch_size', type=int, default=FaceSettings.detect_batch)
     parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--hd_frames', type=int, default=16, help='frames of the 1920x1080 clip (0 = skip it)')
     args = parser.parse_args()
 
     import torch
     from facenet_pytorch import MTCNN
 
+    settings = FaceSettings(detect_batch=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         video = os.path.join(tmp, 'clip640.mp4')
         # A face in 3 of 4 frames, like real footage with occasional misses.
@@ -55,32 +88,69 @@ def main():
             torch.set_num_threads(default_threads)
             return count / (time.perf_counter() - start)
 
+        def pipeline(detector, path, out):
+            start = time.perf_counter()
+            summary = next(iter(process_video(path, out, detector=detector).values()))
+            return summary, summary['frames'] / (time.perf_counter() - start)
+
         best = {}
-        with Detector(dict(device='cpu'), workers=args.workers) as detector:
+        with Detector(settings, workers=args.workers) as detector:
             # Warm every worker up (pool start, model load, first-call kernel setup) before timing.
-            list(detector.map([[first] * args.batch_size] * max(1, args.workers)))
-            # Rounds alternate the methods and keep each one's best, because the cores are shared
-            # and background load drifts during a run.
+            list(detector.map([(None, [first] * args.batch_size)] * max(1, args.workers)))
             for round_index in range(args.rounds):
                 for threads in plain_threads:
                     fps = plain_loop(threads)
                     best[threads] = max(best.get(threads, 0), fps)
                     print(f"round {round_index + 1}: plain loop, {threads} thread(s): {fps:.2f} frames/s", flush=True)
-                start = time.perf_counter()
-                out = os.path.join(tmp, f'out{round_index}')
-                summary = process_video(video, out, detector=detector, batch_size=args.batch_size)['clip640']
-                fps = summary['frames'] / (time.perf_counter() - start)
+                summary, fps = pipeline(detector, video, os.path.join(tmp, f'out{round_index}'))
                 best['ours'] = max(best.get('ours', 0), fps)
                 print(f"round {round_index + 1}: pipeline: {fps:.2f} frames/s "
                       f"({summary['faces']}/{summary['frames']} frames with a face)", flush=True)
+        torch_threads = detector.torch_threads
+
+        hd = {}
+        if args.hd_frames:
+            hd_video = os.path.join(tmp, 'clip1080.mp4')
+            hd_clip(hd_video, args.hd_frames)
+            hd_first = next(iter_frames(hd_video))
+            detectors = {size: Detector(FaceSettings(detect_batch=args.batch_size, detect_size=size),
+                                        workers=args.workers) for size in (0, settings.detect_size)}
+            try:
+                for detector in detectors.values():
+                    list(detector.map([(None, [hd_first] * args.batch_size)] * max(1, args.workers)))
+                for round_index in range(args.rounds):
+                    for size, detector in detectors.items():
+                        out = os.path.join(tmp, f'hd{size}_{round_index}')
+                        summary, fps = pipeline(detector, hd_video, out)
+                        if fps > hd.get(size, {}).get('fps', 0):
+                            hd[size] = {'fps': fps, 'summary': summary, 'out': out}
+                        print(f"round {round_index + 1}: 1920x1080, detect_size {size}: {fps:.2f} frames/s "
+                              f"({summary['faces']} faces of person 1, {summary['people']} people)", flush=True)
+            finally:
+                for detector in detectors.values():
+                    detector.close()
 
         print(f"\n640x480, {args.frames} frames, best of {args.rounds} round(s):")
         for threads in plain_threads:
             print(f"  plain MTCNN(...)(img) loop, torch threads {threads}: {best[threads]:.2f} frames/s")
-        print(f"  preprocess pipeline, {args.workers} worker(s) x {detector.torch_threads} thread(s), "
+        print(f"  preprocess pipeline, {args.workers} worker(s) x {torch_threads} thread(s), "
               f"batch {args.batch_size}: {best['ours']:.2f} frames/s")
         print(f"  speed-up vs plain loop at torch's default {default_threads} threads: "
               f"{best['ours'] / best[default_threads]:.2f}x; vs 1 thread: {best['ours'] / best[1]:.2f}x")
+        if hd:
+            full, small = hd[0], hd[settings.detect_size]
+            a, b = chosen_landmarks(os.path.join(full['out'], 'clip1080')), \
+                chosen_landmarks(os.path.join(small['out'], 'clip1080'))
+            shared = sorted(set(a) & set(b))
+            moved = max((np.abs(a[f] - b[f]).max() for f in shared), default=float('nan'))
+            print(f"\n1920x1080, {args.hd_frames} frames, 3 people, best of {args.rounds} round(s), "
+                  f"{args.workers} worker(s):")
+            print(f"  detection at full resolution (--detect_size 0): {full['fps']:.2f} frames/s")
+            print(f"  detection on a copy at 720 px (--detect_size {settings.detect_size}): "
+                  f"{small['fps']:.2f} frames/s")
+            print(f"  speed-up: {small['fps'] / full['fps']:.2f}x; people tracked {full['summary']['people']} vs "
+                  f"{small['summary']['people']}; faces of person 1 {full['summary']['faces']} vs "
+                  f"{small['summary']['faces']}; largest landmark difference {moved:.1f} px (full-frame pixels)")
 
 
 if __name__ == '__main__':

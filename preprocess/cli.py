@@ -4,97 +4,89 @@ import os
 import sys
 
 from fileio import check_writable_dir, is_inside
-from labels import AnnotationError, read_annotation, split_person
-from preprocess.video import VIDEO_EXTENSIONS, is_video_file, probe_frame_count
+from preprocess import shards
+from preprocess.faces import FaceSettings
+from preprocess.jobs import PlanError, find_videos, plan_jobs, read_video_list
+from preprocess.video import VIDEO_EXTENSIONS, probe_frame_count
 
-ANNOTATION_SUBSETS = ('Train_Set', 'Validation_Set')
+DEFAULTS = FaceSettings()
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m preprocess',
-        description='Extract every frame with FFmpeg, detect faces with MTCNN and write one aligned '
-                    'face per frame as OUT_DIR/<video>/00001.jpg ... plus detections.csv. Resumable: '
-                    'finished videos are skipped, interrupted ones redone.')
+        description='Extract every frame with FFmpeg, detect faces with MTCNN, follow each person '
+                    'through the video and write one aligned face per frame as OUT_DIR/<video>/00001.jpg '
+                    '... plus detections.csv. Resumable: finished videos are skipped, interrupted ones '
+                    'redone. Several processes or machines can share the work (--shard, or '
+                    'python -m paddle.distributed.launch).')
     parser.add_argument('video_dir', metavar='VIDEO_DIR', help='folder of raw videos (searched recursively; never written)')
     parser.add_argument('out_dir', metavar='OUT_DIR', help='output folder, one sub-folder per video')
     parser.add_argument('--anno_folder', metavar='ANNO',
                         help='ABAW annotation folder (ANNO/Train_Set, ANNO/Validation_Set or ANNO itself): '
-                             'only the annotated videos are produced, <name>_left/_right from video <name>')
+                             'outputs are named after its files, <name>_left/_right from video <name>; '
+                             'videos without annotation are processed too (person 1) and counted')
+    parser.add_argument('--video_list', metavar='FILE',
+                        help='only these outputs, one name a line as in the ABAW test-set list '
+                             '(<name>_left/_right: the two people of video <name>)')
+    parser.add_argument('--shard', metavar='I/N',
+                        help='process only share I (0..N-1) of N of the videos, balanced by size; '
+                             'under paddle.distributed.launch the rank and world size are used')
     parser.add_argument('--workers', type=int, default=None,
                         help='detection worker processes (default: CPU cores on cpu, 0 = in-process on cuda)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda (or cuda:N)')
-    parser.add_argument('--batch_size', type=int, default=8, help='frames per MTCNN call')
-    parser.add_argument('--mode', choices=('align', 'crop'), default='align',
+    parser.add_argument('--batch_size', type=int, default=DEFAULTS.detect_batch, help='frames per MTCNN call')
+    parser.add_argument('--mode', choices=('align', 'crop'), default=DEFAULTS.mode,
                         help='align: 5-point similarity alignment (default); crop: box with margin')
-    parser.add_argument('--image_size', type=int, default=224)
-    parser.add_argument('--margin', type=float, default=0.2, help="box margin per side for --mode crop")
-    parser.add_argument('--min_prob', type=float, default=0.9, help='faces below this MTCNN probability are ignored')
-    parser.add_argument('--min_face_size', type=int, default=20, help='smallest face MTCNN looks for, in pixels')
-    parser.add_argument('--jpeg_quality', type=int, default=95, help='quality of the face JPEGs (1-100)')
+    parser.add_argument('--image_size', type=int, default=DEFAULTS.image_size)
+    parser.add_argument('--margin', type=float, default=DEFAULTS.margin, help="box margin per side for --mode crop")
+    parser.add_argument('--min_prob', type=float, default=DEFAULTS.min_prob,
+                        help='faces below this MTCNN probability are ignored')
+    parser.add_argument('--min_face_size', type=int, default=DEFAULTS.min_face_size,
+                        help='smallest face MTCNN looks for, in pixels of the frame it detects on')
+    parser.add_argument('--detect_size', type=int, default=DEFAULTS.detect_size,
+                        help='frames whose longest side is larger are detected on a copy scaled to this '
+                             'longest side; faces are still cut from the full frame (0 = full resolution)')
+    parser.add_argument('--track_gap_s', type=float, default=DEFAULTS.track_gap_s,
+                        help='a person keeps their track through this many seconds without a detection')
+    parser.add_argument('--jpeg_quality', type=int, default=DEFAULTS.jpeg_quality, help='quality of the face JPEGs (1-100)')
     parser.add_argument('--system_ffmpeg', action='store_true',
                         help="use the system's ffmpeg if present instead of imageio-ffmpeg's")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f'--batch_size {args.batch_size}: must be at least 1')
     if args.workers is not None and args.workers < 0:
         parser.error(f'--workers {args.workers}: must be 0 or more')
-    if not 1 <= args.jpeg_quality <= 100:
-        parser.error(f'--jpeg_quality {args.jpeg_quality}: must be between 1 and 100')
     if not (args.device == 'cpu' or args.device.startswith('cuda')):
         parser.error(f"--device {args.device}: choose cpu or cuda")
+    try:
+        args.settings = face_settings(args)
+        args.shard = shards.parse_shard(args.shard) if args.shard is not None else None
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
-def find_videos(video_dir):
-    """{stem: path} of every video under video_dir; two videos with one stem are an error."""
-    videos = {}
-    for root, dirs, files in os.walk(video_dir):
-        dirs.sort()
-        for name in sorted(files):
-            if not is_video_file(name) or name.startswith('.'):
-                continue
-            stem = os.path.splitext(name)[0]
-            path = os.path.join(root, name)
-            if stem in videos:
-                raise SystemExit(f"error: VIDEO_DIR has two videos named '{stem}': {videos[stem]} and {path}")
-            videos[stem] = path
-    return videos
-
-
-def annotation_files(anno_folder):
-    """{output name: annotation path} from ANNO/Train_Set, ANNO/Validation_Set and ANNO itself."""
-    found = {}
-    for folder in [os.path.join(anno_folder, sub) for sub in ANNOTATION_SUBSETS] + [anno_folder]:
-        if not os.path.isdir(folder):
-            continue
-        for name in sorted(os.listdir(folder)):
-            if name.endswith('.txt') and not name.startswith('.'):
-                found.setdefault(os.path.splitext(name)[0], os.path.join(folder, name))
-    return found
-
-
-def plan_jobs(videos, anno_folder):
-    """([(video path, {output: side})], [problems], {output: annotation frame count})."""
-    if anno_folder is None:
-        return [(path, {stem: None}) for stem, path in videos.items()], [], {}
-    annotations = annotation_files(anno_folder)
-    if not annotations:
-        raise SystemExit(f"error: --anno_folder {anno_folder}: no .txt annotation files in it, "
-                         f"{'/'.join(ANNOTATION_SUBSETS)} or itself")
-    jobs, problems, label_counts = {}, [], {}
-    for output, path in annotations.items():
-        raw, side = split_person(output)
-        if raw not in videos:
-            problems.append(f"{output}: no video '{raw}.*' in VIDEO_DIR for annotation {path}")
-            continue
+def face_settings(args):
+    """FaceSettings from the flags; a bad value is a ValueError naming the flag."""
+    flags = {'mode': 'mode', 'image_size': 'image_size', 'margin': 'margin', 'min_prob': 'min_prob',
+             'min_face_size': 'min_face_size', 'jpeg_quality': 'jpeg_quality', 'detect_batch': 'batch_size',
+             'detect_size': 'detect_size', 'track_gap_s': 'track_gap_s'}
+    for field, flag in flags.items():
         try:
-            label_counts[output] = len(read_annotation(path))
-        except AnnotationError as err:
-            problems.append(str(err))
-            continue
-        jobs.setdefault(raw, {})[output] = side
-    return [(videos[raw], outputs) for raw, outputs in sorted(jobs.items())], problems, label_counts
+            FaceSettings(**{field: getattr(args, flag)})
+        except ValueError as err:
+            raise ValueError(f"--{flag} {getattr(args, flag)}: {err}") from None
+    return FaceSettings(**{field: getattr(args, flag) for field, flag in flags.items()})
+
+
+def frame_count_mismatches(names, label_counts, frames_of):
+    """'name: video N frames, annotation M lines' for outputs whose counts differ (nothing is shifted)."""
+    lines = []
+    for name in names:
+        frames = frames_of(name)
+        expected = label_counts.get(name)
+        if frames is not None and expected is not None and frames != expected:
+            lines.append(f"{name}: video {frames} frames, annotation {expected} lines")
+    return lines
 
 
 def main(argv=None):
@@ -106,66 +98,117 @@ def main(argv=None):
     if is_inside(args.out_dir, args.video_dir):
         raise SystemExit(f"error: OUT_DIR {args.out_dir} is inside VIDEO_DIR {args.video_dir}; "
                          "outputs must not be written into the input folder")
-    videos = find_videos(args.video_dir)
-    if not videos:
-        raise SystemExit(f"error: VIDEO_DIR {args.video_dir}: no video files "
-                         f"(looked for {' '.join(VIDEO_EXTENSIONS)})")
+    try:
+        videos = find_videos(args.video_dir)
+        if not videos:
+            raise PlanError(f"VIDEO_DIR {args.video_dir}: no video files (looked for {' '.join(VIDEO_EXTENSIONS)})")
+        names = read_video_list(args.video_list) if args.video_list else None
+        plan = plan_jobs(videos, args.anno_folder, names)
+    except PlanError as err:
+        raise SystemExit(f"error: {err}") from None
     check_writable_dir(args.out_dir, flag='OUT_DIR')
 
     # Heavy imports only once the arguments are known to be good, so mistakes are reported fast.
     from tqdm import tqdm
 
     from preprocess import pipeline
+    from preprocess.faceloop import VIDEO_FAILURES, Detector, default_workers, video_failure
 
-    jobs, failures, label_counts = plan_jobs(videos, args.anno_folder)
-    pipeline.clean_stale_temporaries(args.out_dir)
-    todo = []
-    skipped = 0
+    shard = args.shard or shards.launcher_shard()
+    jobs = plan.jobs
+    failures = list(plan.problems)
+    device = args.device
+    local_processes = 1
+    label = ''
+    if shard is not None:
+        jobs = shards.split_by_size(plan.jobs, shard.count)[shard.index]
+        label = f"shard {shard.index}/{shard.count}: "
+        if shard.index != 0:
+            failures = []  # every shard finds the same plan problems; shard 0 reports them
+        if shard.launcher:
+            local_processes = shards.processes_on_this_machine()
+            gpu = shards.launcher_gpu()
+            if device == 'cuda' and gpu is not None:
+                device = f'cuda:{gpu}'
+            shards.forget_report(args.out_dir, shard)
+            if shard.index == 0:
+                shards.remove_old_run_folders(args.out_dir)
+    own_names = [name for _, outputs in jobs for name in outputs]
+    # A shard cleans only its own leftovers: the others' temporary folders are work in progress.
+    pipeline.clean_stale_temporaries(args.out_dir, names=own_names if shard is not None else None)
+
+    todo, finished = [], []
     for path, outputs in jobs:
         pending = {name: side for name, side in outputs.items() if not pipeline.is_done(args.out_dir, name)}
-        skipped += len(outputs) - len(pending)
+        finished += [name for name in outputs if name not in pending]
         if pending:
             todo.append((path, pending))
 
+    cores = max(1, len(os.sched_getaffinity(0)) // local_processes)
     workers = args.workers
     if workers is None:
-        workers = 0 if args.device.startswith('cuda') else (os.cpu_count() or 1)
-    aligner_kwargs = dict(device=args.device, mode=args.mode, image_size=args.image_size,
-                          margin=args.margin, min_prob=args.min_prob, min_face_size=args.min_face_size)
-    done = frames = faces = 0
+        workers = min(cores, default_workers(device))
+    frames_of = {}
+    no_second_person = []
+    done = faces = 0
     if todo:
-        print(f"{len(todo)} video(s) to process, {skipped} output(s) already done; "
-              f"device {args.device}, {workers} worker process(es)", file=sys.stderr)
-        with pipeline.Detector(aligner_kwargs, workers=workers) as detector:
+        print(f"{label}{len(todo)} video(s) to process, {len(finished)} output(s) already done; "
+              f"device {device}, {workers} worker process(es)", file=sys.stderr)
+        with Detector(args.settings, device=device, workers=workers,
+                      torch_threads=max(1, cores // max(1, workers))) as detector:
             overall = tqdm(todo, desc='videos', unit='video', position=0)
             for path, outputs in overall:
                 names = ', '.join(outputs)
                 try:
                     total = probe_frame_count(path, prefer_system=args.system_ffmpeg)
-                    extra = {name: {'annotation_frames': label_counts[name]}
-                             for name in outputs if name in label_counts}
+                    extra = {name: {'annotation_frames': plan.label_counts[name]}
+                             for name in outputs if name in plan.label_counts}
                     with tqdm(total=total or None, desc=names[:40], unit='frame', position=1,
                               leave=False) as bar:
                         summaries = pipeline.process_video(
-                            path, args.out_dir, outputs, detector=detector, batch_size=args.batch_size,
-                            jpeg_quality=args.jpeg_quality, prefer_system_ffmpeg=args.system_ffmpeg,
-                            progress=bar.update, manifest_extra=extra)
-                except pipeline.VIDEO_FAILURES as err:
-                    failures.append(pipeline.video_failure(names, err, detector))
+                            path, args.out_dir, outputs, detector=detector,
+                            prefer_system_ffmpeg=args.system_ffmpeg, progress=bar.update, manifest_extra=extra)
+                except VIDEO_FAILURES as err:
+                    failures.append(video_failure(names, err, detector))
                     continue
                 for name, summary in summaries.items():
                     done += 1
-                    frames += summary['frames']
                     faces += summary['faces']
-                    expected = label_counts.get(name)
-                    if expected is not None and expected != summary['frames']:
-                        tqdm.write(f"warning: {name}: video has {summary['frames']} frames, "
-                                   f"annotation has {expected} lines", file=sys.stderr)
+                    frames_of[name] = summary['frames']
+                    if summary['side'] in ('left', 'right') and summary['person'] is None:
+                        no_second_person.append(name)
             overall.close()
+    for name in finished:
+        manifest = pipeline.read_manifest(args.out_dir, name)
+        frames_of[name] = manifest.get('frames') if manifest else None
+    mismatches = frame_count_mismatches(own_names, plan.label_counts, frames_of.get)
+    unannotated = [name for name in plan.unannotated if name in own_names]
 
-    print(f"done: {done} output(s) written, {skipped} already finished; {frames} frames decoded, "
-          f"{faces} faces written; {len(failures)} failure(s)", file=sys.stderr)
-    for failure in failures:
-        print(f"failed: {failure}", file=sys.stderr)
+    report = {'shard': label.rstrip(': '), 'done': done, 'finished_before': len(finished), 'faces': faces,
+              'unannotated': len(unannotated), 'failures': failures, 'mismatches': mismatches,
+              'no_second_person': no_second_person}
+    print_summary(report, args.anno_folder is not None)
+    if shard is not None and shard.launcher:
+        reports = shards.gather_reports(args.out_dir, shard, report)
+        if shard.index == 0:
+            total = {key: sum(r[key] for r in reports) for key in ('done', 'finished_before', 'faces', 'unannotated')}
+            total.update({key: [line for r in reports for line in r[key]]
+                          for key in ('failures', 'mismatches', 'no_second_person')})
+            total['shard'] = f"all {shard.count} shards"
+            print_summary(total, args.anno_folder is not None)
+        return 1 if any(r['failures'] for r in reports) else 0
     return 1 if failures else 0
 
+
+def print_summary(report, annotated):
+    prefix = f"{report['shard']}: " if report['shard'] else ''
+    unannotated = (f"; {report['unannotated']} output(s) have no annotation (processed as single-subject "
+                   "videos, person 1)" if annotated else '')
+    print(f"{prefix}done: {report['done']} output(s) written, {report['finished_before']} already finished; "
+          f"{report['faces']} faces written{unannotated}; {len(report['failures'])} failure(s)", file=sys.stderr)
+    for line in report['mismatches']:
+        print(f"frame count differs from the annotation (nothing shifted): {line}", file=sys.stderr)
+    for name in report['no_second_person']:
+        print(f"warning: {name}: fewer than two people tracked; no faces for this side", file=sys.stderr)
+    for failure in report['failures']:
+        print(f"failed: {failure}", file=sys.stderr)

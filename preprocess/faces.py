@@ -1,13 +1,16 @@
-"""Face detection (facenet-pytorch MTCNN) and alignment of one face per frame to a square RGB crop.
+"""Face settings, detection (facenet-pytorch MTCNN) and alignment of a detected face to a square RGB crop.
 
-Usable on in-memory frames, e.g. by predict_video.py:
+Usable on in-memory frames:
 
-    aligner = FaceAligner('cpu')
+    aligner = FaceAligner('cpu', FaceSettings())
     faces_per_frame = aligner.detect_batch(frames)          # list (per frame) of lists of Face
-    face = select_face(faces_per_frame[0], side=None, min_prob=aligner.min_prob)
+    face = select_face(faces_per_frame[0], min_prob=aligner.min_prob)
     crop = aligner.align(frames[0], face) if face else None  # (224, 224, 3) uint8 RGB
+
+Videos go through preprocess.faceloop, which also follows each person from frame to frame.
 """
 import collections
+import dataclasses
 
 import cv2
 import numpy as np
@@ -34,6 +37,89 @@ ALIGN_TEMPLATE = np.array([
 MODES = ('align', 'crop')
 
 
+@dataclasses.dataclass(frozen=True)
+class FaceSettings:
+    """Every parameter that decides which faces are found and how they are cut out and stored.
+
+    `python -m preprocess` and predict_video.py build their flags' defaults from FaceSettings(), so
+    the faces classified by predict_video.py are the faces the models were trained and evaluated on.
+    """
+    mode: str = 'align'              # 'align': 5-point similarity transform; 'crop': box with margin
+    image_size: int = 224            # side of the stored face
+    margin: float = 0.2              # box margin per side, for mode 'crop'
+    min_prob: float = 0.9            # faces below this MTCNN probability are not faces
+    min_face_size: int = 20          # smallest face MTCNN looks for, in pixels of the detection copy
+    thresholds: tuple = (0.6, 0.7, 0.7)  # MTCNN's three stage thresholds
+    template: tuple = tuple(map(tuple, ALIGN_TEMPLATE))  # where mode 'align' puts the 5 landmarks
+    jpeg_quality: int = 95           # quality of the stored face JPEG
+    detect_batch: int = 8            # frames per detection call
+    # Frames whose longest side is larger are detected on a copy scaled down to this longest side
+    # (boxes and landmarks are mapped back, the crop is cut from the full frame); 0: never.
+    detect_size: int = 720
+    track_gap_s: float = 1.0         # a person's track survives this long without a detection
+
+    def __post_init__(self):
+        object.__setattr__(self, 'thresholds', tuple(float(t) for t in self.thresholds))
+        object.__setattr__(self, 'template', tuple(tuple(float(v) for v in point) for point in self.template))
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {MODES}, got {self.mode!r}")
+        if np.asarray(self.template).shape != (5, 2):
+            problems.append(f"template must be 5 (x, y) points, got {self.template}")
+        if self.image_size < 8:
+            problems.append(f"image_size must be at least 8, got {self.image_size}")
+        if not 0 <= self.min_prob <= 1:
+            problems.append(f"min_prob must be in [0, 1], got {self.min_prob}")
+        if self.min_face_size < 1:
+            problems.append(f"min_face_size must be at least 1, got {self.min_face_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append(f"jpeg_quality must be between 1 and 100, got {self.jpeg_quality}")
+        if self.detect_batch < 1:
+            problems.append(f"detect_batch must be at least 1, got {self.detect_batch}")
+        if self.detect_size != 0 and self.detect_size < 64:
+            problems.append(f"detect_size must be 0 (full resolution) or at least 64, got {self.detect_size}")
+        if self.track_gap_s < 0:
+            problems.append(f"track_gap_s must be >= 0, got {self.track_gap_s}")
+        if problems:
+            raise ValueError('; '.join(problems))
+
+    def as_dict(self):
+        """JSON-ready copy, for the manifests that record how faces were made."""
+        return _json_ready(dataclasses.asdict(self))
+
+
+def _json_ready(value):
+    if isinstance(value, (tuple, list)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    return value
+
+
+def detection_scale(frame_shape, detect_size):
+    """Factor (<= 1) by which a frame of this (H, W, ...) shape is shrunk for detection."""
+    longest = max(frame_shape[0], frame_shape[1])
+    if not detect_size or longest <= detect_size:
+        return 1.0
+    return detect_size / longest
+
+
+def shrink(frame, scale):
+    """The frame resized by `scale` (area averaging, as a camera of lower resolution would see it)."""
+    if scale == 1.0:
+        return frame
+    height, width = frame.shape[:2]
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def scale_face(face, factor):
+    """The detection with box and landmarks multiplied by `factor` (back to full-frame pixels)."""
+    if factor == 1.0:
+        return face
+    return face._replace(box=face.box * factor, landmarks=face.landmarks * factor)
+
+
 def _check_rgb(frame):
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
@@ -41,7 +127,7 @@ def _check_rgb(frame):
     return frame
 
 
-def encode_face(crop_rgb, quality=95):
+def encode_face(crop_rgb, quality=FaceSettings.jpeg_quality):
     """JPEG bytes of an aligned RGB face: the one encoder behind preprocess's files and predict_video."""
     ok, data = cv2.imencode('.jpg', cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
@@ -50,11 +136,11 @@ def encode_face(crop_rgb, quality=95):
     return data.tobytes()
 
 
-def select_face(faces, side=None, min_prob=0.9):
-    """The face to keep among one frame's detections, or None if none reaches `min_prob`.
+def select_face(faces, side=None, min_prob=FaceSettings.min_prob):
+    """The face to keep among one still image's detections, or None if none reaches `min_prob`.
 
     side None: the most confident face. 'left' / 'right': the face whose box centre is left-most /
-    right-most, the Aff-Wild2 convention for videos with two annotated people.
+    right-most. Videos do not use this: preprocess.tracking follows each person through the frames.
     """
     candidates = [face for face in faces if face.prob >= min_prob]
     if not candidates:
@@ -73,21 +159,18 @@ class FaceAligner:
     """MTCNN detector plus the geometric step that turns a detection into an `image_size` crop.
 
     mode 'align': similarity transform (rotation, uniform scale, shift) taking MTCNN's 5 landmarks
-    onto ALIGN_TEMPLATE. mode 'crop': the detection box grown by `margin` (a fraction of its size on
-    each side), made square around its centre, resized; no rotation.
+    onto settings.template (ALIGN_TEMPLATE by default). mode 'crop': the detection box grown by
+    `margin` (a fraction of its size on each side), made square around its centre, resized; no
+    rotation.
     """
 
-    def __init__(self, device='cpu', mode='align', image_size=224, margin=0.2, min_face_size=20,
-                 thresholds=(0.6, 0.7, 0.7), min_prob=0.9):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    def __init__(self, device='cpu', settings=None):
         self.device = device
-        self.mode = mode
-        self.image_size = int(image_size)
-        self.margin = float(margin)
-        self.min_prob = float(min_prob)
-        self.min_face_size = int(min_face_size)
-        self.thresholds = tuple(float(t) for t in thresholds)
+        self.settings = settings or FaceSettings()
+        self.mode = self.settings.mode
+        self.image_size = self.settings.image_size
+        self.margin = self.settings.margin
+        self.min_prob = self.settings.min_prob
         self._mtcnn = None
 
     @property
@@ -96,9 +179,9 @@ class FaceAligner:
         if self._mtcnn is None:
             from facenet_pytorch import MTCNN
 
-            # keep_all: choosing the face (most confident / left / right) is ours, so MTCNN returns all.
-            self._mtcnn = MTCNN(image_size=self.image_size, min_face_size=self.min_face_size,
-                                thresholds=list(self.thresholds), keep_all=True, post_process=False,
+            # keep_all: choosing the face (which person) is ours, so MTCNN returns all.
+            self._mtcnn = MTCNN(image_size=self.image_size, min_face_size=self.settings.min_face_size,
+                                thresholds=list(self.settings.thresholds), keep_all=True, post_process=False,
                                 device=self.device)
         return self._mtcnn
 
@@ -134,7 +217,7 @@ class FaceAligner:
         """2x3 matrix mapping frame coordinates to crop coordinates for this face."""
         size = self.image_size
         if self.mode == 'align':
-            estimate = SimilarityTransform.from_estimate(face.landmarks, ALIGN_TEMPLATE * size)
+            estimate = SimilarityTransform.from_estimate(face.landmarks, np.asarray(self.settings.template) * size)
             if not estimate:
                 raise ValueError(f"degenerate landmarks, cannot align: {face.landmarks.tolist()}")
             return estimate.params[:2]

@@ -1,4 +1,4 @@
-"""Fault drill (issue 9): kill training and preprocessing with SIGKILL, feed bad inputs, check nothing is lost.
+"""Fault drill: kill training and preprocessing with SIGKILL, feed bad inputs, check nothing is lost.
 
     python scripts/fault_drill.py [--quick] [--seed N] [--kills N] [--work DIR] [--keep]
 
@@ -12,7 +12,7 @@
 2. Preprocessing: `python -m preprocess` on generated astronaut clips is killed mid-video and re-run;
    the output must equal an uninterrupted run, a finished video must not be redone and a
    half-written one must never look finished.
-3. Bad inputs: every bad input of issue 9 must end with exit code != 0 and one `error:` line naming
+3. Bad inputs: every case of bad_input_cases() must end with exit code != 0 and one `error:` line naming
    the file or flag at fault, with no traceback.
 
 Prints a table and exits 0 only when every fault was survived and every bad input rejected clearly.

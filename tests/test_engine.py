@@ -49,7 +49,12 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_config):
     assert a_state['lr_scheduler'] == b_state['lr_scheduler']
     history = json.load(open(resumed_dir / 'history.json'))
     assert [h['epoch'] for h in history] == [2, 3]
-    assert result['weights_sha256']
+    # The digest the run reports (and each rank logs) is that of the weights it saved.
+    saved = engine.swin_transformer.build_swin(full)
+    saved.set_state_dict(b)
+    assert result['weights_sha256'] == engine.weights_digest(saved)
+    saved.set_state_dict(a)
+    assert engine.weights_digest(saved) != engine.weights_digest(engine.swin_transformer.build_swin(full))
 
 
 def test_checkpoint_layout_history_and_best(tmp_path, tiny_config):
@@ -251,6 +256,7 @@ def learnable_data(tmp_path_factory):
     return make_abaw_tree(str(tmp_path_factory.mktemp('learnable')), train, val)
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_visible_class_signal(tmp_path, tiny_config, learnable_data):
     """Full training pipeline (augmentation, smoothing, AdamW, warm-up + cosine) on generated faces
     whose coarse class is a visible texture: macro F1 must exceed 0.9 (about 30 s on 2 CPU cores)."""

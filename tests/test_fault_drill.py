@@ -5,6 +5,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # multi-process runs (make test-fast skips them)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -16,7 +20,7 @@ def table_value(output, row):
 
 def test_quick_fault_drill_survives_everything(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable)
-    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'fault_drill.sh'), '--quick',
+    proc = subprocess.run(['sh', os.path.join(ROOT, 'scripts', 'fault_drill.sh'), '--quick',
                            '--work', str(tmp_path / 'drill'), '--timeout', '300'],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     output = proc.stdout

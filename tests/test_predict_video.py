@@ -16,7 +16,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-from synthetic_video import write_face_clip  # noqa: E402
+from synthetic_video import write_crossing_clip, write_face_clip  # noqa: E402
 
 import engine  # noqa: E402
 import predict_video  # noqa: E402
@@ -28,7 +28,8 @@ from preprocess.video import extract_frames, probe_frame_count  # noqa: E402
 from swin_transformer import build_swin  # noqa: E402
 
 HAS_FACE = [1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]
-WINDOW, ALPHA = 2, 0.5
+# Fused-mode flags; without flags both tools smooth on the logits with K = 2.
+FUSED = ['-smooth_on', 'fused', '-window', '2', '-alpha', '0.5']
 
 
 def _save_random_model(cfg_file, class_type, path, seed):
@@ -69,8 +70,7 @@ def _read_csv(path):
 def predicted(clip):
     out = clip['root'] / 'predicted'
     code = predict_video.main([str(clip['video']), '-output', str(out), '-workers', '0',
-                               '-window', str(WINDOW), '-alpha', str(ALPHA), '-annotate']
-                              + _model_flags(clip))
+                               '-annotate'] + _model_flags(clip))
     assert code == 0
     return out
 
@@ -123,8 +123,7 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
     separate = root / 'separate'
     npz = {kind: str(root / f'eval_{kind}' / 'predictions.npz') for kind in ('coarse', 'negative')}
     smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
-                         '-frames_folder', str(all_frames), '-window', str(WINDOW),
-                         '-alpha', str(ALPHA), '-fusion', 'soft', '-plot', '0'])
+                         '-frames_folder', str(all_frames), '-plot', '0'])
 
     assert (predicted / 'clip.txt').read_bytes() == (separate / 'clip.txt').read_bytes()
     labels = read_annotation(separate / 'clip.txt')
@@ -133,7 +132,7 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
     table = smooth_predict.build_video_table(smooth_predict.load_predictions(npz['coarse'], 'coarse'),
                                              smooth_predict.load_predictions(npz['negative'], 'negative'),
                                              'soft', frames_folder=str(all_frames))
-    smoothed = table.window_means(max_window=WINDOW).smooth(WINDOW, ALPHA)
+    smoothed = table.smoothed(smooth_predict.Smoothing('logits', 'soft', 2))
     rows = _read_csv(predicted / 'clip.csv')
     face_rows = [row for row in rows if row['face'] == '1']
     assert [int(row['frame']) for row in face_rows] == table.frames.tolist()
@@ -141,28 +140,91 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
     np.testing.assert_allclose(ours, smoothed, atol=1e-4, rtol=0)
 
     # Face crops byte-identical to the files python -m preprocess wrote: same alignment, same JPEG.
-    from preprocess.faces import FaceAligner, select_face
+    from preprocess.faces import FaceAligner, encode_face, select_face
     from preprocess.video import iter_frames
     aligner = FaceAligner('cpu')
     frame = next(iter_frames(clip['video']))
     face = select_face(aligner.detect_batch([frame])[0], min_prob=aligner.min_prob)
-    assert predict_video.encode_face(aligner.align(frame, face)) == (faces / 'clip' / '00001.jpg').read_bytes()
+    assert encode_face(aligner.align(frame, face)) == (faces / 'clip' / '00001.jpg').read_bytes()
 
 
 def test_hard_fusion_equals_smooth_predict(clip, separate_steps):
-    # Hard fusion runs the negative model only where the coarse one says Negative; the labels
-    # must still be those of smooth_predict's hard fusion over both models' full -eval outputs.
+    # The labels must be those of smooth_predict's hard fusion over both models' full -eval
+    # outputs (which model runs where is tested on controlled logits below).
     root = clip['root']
     npz = separate_steps['npz']
     ours = root / 'predicted_hard'
     assert predict_video.main([str(clip['video']), '-output', str(ours), '-workers', '0',
-                               '-fusion', 'hard', '-window', str(WINDOW), '-alpha', str(ALPHA)]
-                              + _model_flags(clip)) == 0
+                               '-fusion', 'hard'] + _model_flags(clip)) == 0
     separate = root / 'separate_hard'
     smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
-                         '-frames_folder', str(separate_steps['all_frames']), '-window', str(WINDOW),
-                         '-alpha', str(ALPHA), '-fusion', 'hard', '-plot', '0'])
+                         '-frames_folder', str(separate_steps['all_frames']), '-fusion', 'hard',
+                         '-plot', '0'])
     assert (ours / 'clip.txt').read_bytes() == (separate / 'clip.txt').read_bytes()
+
+
+def test_hard_fusion_runs_the_negative_model_where_the_rule_reads_it(clip):
+    """Stand-in models with chosen logits per face: smoothing the coarse logits turns faces the
+    coarse model alone calls Neutral into Negative, so their negative logits (and their
+    neighbours') are needed although the unsmoothed coarse label is not Negative."""
+    from preprocess.faceloop import Detector
+    face_frames = np.flatnonzero(HAS_FACE) + 1             # 1, 2, 4, 5, 6, 9, ...
+    coarse = np.zeros((face_frames.size, 5))
+    coarse[:, 0], coarse[:, 4] = 1.0, 0.9                  # Neutral, just ahead of Negative
+    coarse[1, 4] = 3.0                                     # frame 2: clearly Negative
+    negative = np.eye(4)[(np.arange(face_frames.size) + 1) % 4] * 2.0
+    index, negative_calls = {}, []
+
+    def coarse_model(faces):
+        for face in faces:
+            index[id(face)] = len(index)
+        return coarse[[index[id(face)] for face in faces]]
+
+    def negative_model(faces):
+        rows = [index[id(face)] for face in faces]
+        negative_calls.extend(rows)
+        return negative[rows]
+
+    def labels_from_full_logits(setting, negative_logits):
+        probs = setting.apply(coarse, negative_logits, frames=face_frames)
+        return smooth_predict.fill_missing(face_frames, probs.argmax(axis=1), len(HAS_FACE)).tolist()
+
+    only_coarse_negative = np.full(negative.shape, np.nan)
+    only_coarse_negative[1] = negative[1]
+    logits_mode = smooth_predict.Smoothing('logits', 'hard', 2)
+    # The case is a real one: with only frame 2's negative logits the labels would differ.
+    assert labels_from_full_logits(logits_mode, negative) != \
+        labels_from_full_logits(logits_mode, only_coarse_negative)
+    for setting, expected_calls in ((logits_mode, list(range(face_frames.size))),
+                                    (smooth_predict.Smoothing('fused', 'hard', 2, 0.5), [1])):
+        index.clear()
+        negative_calls.clear()
+        with Detector(workers=0) as detector:
+            video = predict_video.analyse_video(str(clip['video']), detector,
+                                                (coarse_model, negative_model), setting, fps=25)
+        [(person, analysis)] = predict_video.person_analyses(video, min_track_s=1.0, fps=25)
+        assert person == 1 and analysis['face_frames'].tolist() == face_frames.tolist()
+        assert negative_calls == expected_calls
+        _, labels = predict_video.fuse_and_smooth(analysis, setting)
+        assert labels.tolist() == labels_from_full_logits(setting, negative)
+
+
+def test_fused_mode_equals_smooth_predict(clip, separate_steps):
+    # -smooth_on fused through predict_video's path (fuse_and_smooth on a video's logits) gives
+    # smooth_predict's probabilities and labels for the same -eval logits.
+    npz = separate_steps['npz']
+    separate = clip['root'] / 'separate_fused'
+    smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
+                         '-frames_folder', str(separate_steps['all_frames']), '-plot', '0'] + FUSED)
+    table = smooth_predict.build_video_table(smooth_predict.load_predictions(npz['coarse'], 'coarse'),
+                                             smooth_predict.load_predictions(npz['negative'], 'negative'),
+                                             'soft', frames_folder=str(separate_steps['all_frames']))
+    analysis = {'coarse_logits': table.coarse_logits, 'negative_logits': table.negative_logits,
+                'face_frames': table.frames, 'frames': int(table.num_frames[0])}
+    setting = smooth_predict.Smoothing('fused', 'soft', 2, 0.5)
+    smoothed, labels = predict_video.fuse_and_smooth(analysis, setting)
+    np.testing.assert_array_equal(smoothed, table.smoothed(setting))
+    assert labels.tolist() == read_annotation(separate / 'clip.txt')
 
 
 def test_folder_reports_bad_and_faceless_videos_and_goes_on(clip, tmp_path):
@@ -202,6 +264,99 @@ def test_clear_errors_for_missing_weights_and_bad_flags(clip, tmp_path, monkeypa
         predict_video.main([str(clip['videos']), '-output', str(clip['videos'] / 'out')]
                            + _model_flags(clip))
     with pytest.raises(SystemExit):
-        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'), '-alpha', '2'])
+        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'), '-smooth_on', 'fused',
+                            '-alpha', '2'])
     assert '-alpha must be in [0, 1]' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict_video.main([str(clip['video']), '-output', str(tmp_path / 'o'), '-alpha', '0.5'])
+    assert '-alpha applies only to -smooth_on fused' in capsys.readouterr().err
     assert not (tmp_path / 'o').exists()
+
+
+# ---- several people ------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def crossing(clip):
+    """Two people walking past each other (one gone for 5 frames) and a third seen for 10 frames."""
+    root = clip['root']
+    video = root / 'crossing' / 'cross.mp4'
+    video.parent.mkdir()
+    actors = write_crossing_clip(video)
+    out = root / 'crossing_out'
+    code = predict_video.main([str(video), '-output', str(out), '-workers', '0', '-annotate']
+                              + _model_flags(clip))
+    assert code == 0
+    return {'video': video, 'out': out, 'actors': actors}
+
+
+def test_each_person_gets_their_own_outputs(crossing):
+    out = crossing['out']
+    assert sorted(os.listdir(out)) == sorted(
+        ['cross_annotated.mp4', 'cross_people.csv']
+        + [f'cross_person{k}{suffix}' for k in (1, 2) for suffix in ('.csv', '.txt', '_timeline.png')])
+    # The third face (10 frames = 0.4 s) is below -min_track_s.
+    people = _read_csv(out / 'cross_people.csv')
+    assert [row['person'] for row in people] == ['1', '2']
+    assert people[0]['frames'] == '36' and people[0]['first_frame'] == '1' and people[0]['last_frame'] == '36'
+    tracks = {}
+    for row in people:
+        rows = _read_csv(out / f"cross_person{row['person']}.csv")
+        assert len(rows) == len(read_annotation(out / f"cross_person{row['person']}.txt")) == 36
+        faces = [r for r in rows if r['face'] == '1']
+        assert len(faces) == int(row['frames'])
+        tracks[row['person']] = np.array([[int(r['frame']), (float(r['x1']) + float(r['x2'])) / 2,
+                                           (float(r['y1']) + float(r['y2'])) / 2] for r in faces])
+    upper, lower = tracks['1'], tracks['2']
+    # Each track stays at its height and moves one way at about 5.8 px per frame: no swap at the crossing.
+    assert np.all(upper[:, 2] < 80) and np.all(lower[:, 2] > 80)
+    for track, direction in ((upper, 1), (lower, -1)):
+        speed = np.diff(track[:, 1]) / np.diff(track[:, 0]) * direction
+        assert speed.min() > 2 and speed.max() < 10
+    # The lower person is gone in frames 25-29 and keeps their number after.
+    assert not set(range(25, 30)) & set(lower[:, 0].astype(int)) and lower[-1, 0] == 36
+
+
+def test_annotated_video_draws_every_person(crossing):
+    from preprocess.video import iter_frames
+    out = crossing['out']
+    frames = list(iter_frames(out / 'cross_annotated.mp4'))
+    assert len(frames) == 36
+
+    def greenness(image, y, x1, x2):
+        strip = image[y - 1:y + 2, x1 + 3:x2 - 3].astype(int)
+        return (strip[..., 1] - np.maximum(strip[..., 0], strip[..., 2])).mean()
+    source = next(iter_frames(crossing['video']))
+    for person in ('1', '2'):
+        row = _read_csv(out / f'cross_person{person}.csv')[0]
+        x1, y1, x2, y2 = (int(round(float(row[k]))) for k in ('x1', 'y1', 'x2', 'y2'))
+        # The box's bottom edge is drawn in green over the picture.
+        assert greenness(frames[0], y2, x1, x2) > greenness(source, y2, x1, x2) + 40, person
+
+
+def test_people_main_keeps_person_one():
+    from preprocess.faces import Face
+    from preprocess.tracking import FaceTracker, TrackedVideo
+
+    def face(x, y):
+        return Face(np.array([x, y, x + 30.0, y + 40.0]), 0.99, np.zeros((5, 2)))
+    frames = [[face(10 + t, 10)] + ([face(200 - t, 100)] if t < 30 else []) for t in range(40)]
+    tracker = FaceTracker(25, 0.9, 1.0)
+    for faces in frames:
+        tracker.update(faces)
+    tracked = TrackedVideo(frames, tracker.ids, 0.9, 320, 240)
+    keys = [(t + 1, i) for t, faces in enumerate(frames) for i in range(len(faces))]
+    video = {'frames': 40, 'tracked': tracked, 'keys': keys,
+             'coarse_logits': np.arange(len(keys) * 5, dtype=float).reshape(-1, 5),
+             'negative_logits': np.zeros((len(keys), 4))}
+    both = predict_video.person_analyses(video, min_track_s=1.0, fps=25)
+    assert [number for number, _ in both] == [1, 2]
+    main_only = predict_video.person_analyses(video, min_track_s=1.0, fps=25, people='main')
+    assert [number for number, _ in main_only] == [1]
+    analysis = main_only[0][1]
+    assert analysis['face_frames'].tolist() == list(range(1, 41))
+    # Its rows are its own faces: face 0 of every frame.
+    rows = [keys.index((t, 0)) for t in range(1, 41)]
+    np.testing.assert_array_equal(analysis['coarse_logits'], video['coarse_logits'][rows])
+    assert np.isnan(both[1][1]['boxes'][35]).all() and not np.isnan(both[1][1]['boxes'][5]).any()
+    # Present 30 frames = 1.2 s: below -min_track_s 2 the second person is not reported.
+    assert [number for number, _ in predict_video.person_analyses(video, 2.0, 25)] == [1]

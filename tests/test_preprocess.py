@@ -18,11 +18,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-from synthetic_video import face_frames, write_face_clip, write_two_face_clip  # noqa: E402
+from synthetic_video import face_frames, write_crossing_clip, write_face_clip, write_two_face_clip  # noqa: E402
 
 from fileio import is_temporary  # noqa: E402
-from preprocess import cli, pipeline  # noqa: E402
-from preprocess.faces import ALIGN_TEMPLATE, FaceAligner, select_face  # noqa: E402
+from preprocess import cli  # noqa: E402
+from preprocess.faceloop import Detector  # noqa: E402
+from preprocess.faces import ALIGN_TEMPLATE, FaceAligner, FaceSettings, select_face  # noqa: E402
 from preprocess.video import (VideoDecodeError, extract_frames, ffmpeg_exe,  # noqa: E402
                               iter_frames, probe_frame_count, write_video)
 
@@ -119,7 +120,7 @@ def test_alignment_levels_eyes_and_centres_face(aligner):
     assert abs(eyes[0, 1] - eyes[1, 1]) < 6
     np.testing.assert_allclose(eyes, ALIGN_TEMPLATE[:2] * 224, atol=12)
 
-    box_crop = FaceAligner('cpu', mode='crop').align(upright, select_face(detections[0]))
+    box_crop = FaceAligner('cpu', FaceSettings(mode='crop')).align(upright, select_face(detections[0]))
     assert box_crop.shape == (224, 224, 3)
 
 
@@ -171,7 +172,11 @@ def test_left_right_from_annotation_names(tmp_path, capsys):
 
     code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
     assert code == 0, err
-    assert sorted(name for name in os.listdir(out) if not name.startswith('.')) == ['pair_left', 'pair_right']
+    # The video no annotation names is processed too, as a single-subject video, and counted.
+    assert sorted(name for name in os.listdir(out) if not name.startswith('.')) == [
+        'pair_left', 'pair_right', 'unannotated']
+    assert '1 output(s) have no annotation' in err
+    assert jpgs(out / 'unannotated') == ['00001.jpg']
     blue_minus_red = {}
     for side in ('left', 'right'):
         folder = out / f'pair_{side}'
@@ -188,7 +193,7 @@ def test_left_right_from_annotation_names(tmp_path, capsys):
     # An annotation without a video is reported by name and makes the run fail.
     (anno / 'Train_Set' / 'ghost.txt').write_text(HEADER + '0\n')
     code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
-    assert code != 0 and 'ghost' in err and '2 already finished' in err
+    assert code != 0 and 'ghost' in err and '3 already finished' in err
 
 
 def test_unfinished_outputs_are_redone(tmp_path, capsys):
@@ -265,9 +270,133 @@ def test_bad_folders_give_one_line_errors(tmp_path):
 
 def test_worker_pool_matches_in_process(tmp_path):
     frames = face_frames([True, False, True])
-    kwargs = dict(device='cpu', min_prob=0.9)
-    with pipeline.Detector(kwargs, workers=1) as pool:
-        pooled = [faces for _, batch in pool.map([frames[:2], frames[2:]]) for faces in batch]
-    local = FaceAligner(**kwargs).detect_batch(frames)
+    with Detector(FaceSettings(), 'cpu', workers=1) as pool:
+        results = list(pool.map([('a', frames[:2]), ('b', frames[2:])]))
+    assert [key for key, _ in results] == ['a', 'b']
+    pooled = [faces for _, batch in results for faces in batch]
+    local = FaceAligner('cpu').detect_batch(frames)
     assert [len(faces) for faces in pooled] == [len(faces) for faces in local] == [1, 0, 1]
     np.testing.assert_allclose(pooled[0][0].box, local[0][0].box, atol=1e-3)
+
+
+# ---- people, whole datasets, shards ----------------------------------------------------------
+
+def chosen_rows(folder):
+    return [row for row in read_csv(folder / 'detections.csv') if row['chosen'] == '1']
+
+
+def test_left_right_follow_each_person_when_they_swap_sides(tmp_path, capsys):
+    # Two people walk past each other (the upper one left to right); the lower, blue one is gone
+    # for 5 frames; a third face shows for 10 frames. Each side keeps one person all along.
+    videos, anno, out = tmp_path / 'videos', tmp_path / 'anno', tmp_path / 'out'
+    videos.mkdir()
+    anno.mkdir()
+    write_crossing_clip(videos / 'cross.mp4')
+    for side in ('left', 'right'):
+        (anno / f'cross_{side}.txt').write_text(HEADER + '0\n' * 36)
+    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    assert code == 0, err
+    upper, lower = chosen_rows(out / 'cross_left'), chosen_rows(out / 'cross_right')
+    assert len(upper) == 36 and 29 <= len(lower) <= 31
+    assert {row['track'] for row in upper} == {'1'} and {row['track'] for row in lower} == {'2'}
+    for rows, band, step in ((upper, (0, 80), 1), (lower, (80, 176), -1)):
+        centres = np.array([[(float(r['x1']) + float(r['x2'])) / 2, (float(r['y1']) + float(r['y2'])) / 2]
+                            for r in rows])
+        frames = np.array([int(r['frame']) for r in rows])
+        assert np.all((band[0] < centres[:, 1]) & (centres[:, 1] < band[1]))
+        # Smooth, one-way motion: about 5.8 px per frame, never a jump to the other person.
+        speed = np.diff(centres[:, 0]) / np.diff(frames) * step
+        assert speed.min() > 2 and speed.max() < 10, speed
+    gone = [int(r['frame']) for r in lower]
+    assert min(gone) < 25 and max(gone) > 29 and not set(range(25, 30)) & set(gone)
+    # The lower person's faces are the blue-tinted ones, in every frame.
+    for folder, bluer in ((out / 'cross_left', False), (out / 'cross_right', True)):
+        for name in jpgs(folder):
+            image = cv2.imread(str(folder / name))
+            assert (image[..., 0].mean() > image[..., 2].mean() + 20) == bluer, (folder, name)
+    # Every detection carries its track: the third person is track 3 in exactly 10 frames.
+    rows = read_csv(out / 'cross_left' / 'detections.csv')
+    assert sum(row['track'] == '3' for row in rows) == 10
+
+
+def test_whole_dataset_counts_unannotated_lists_mismatches_and_fails_on_broken(tmp_path, capsys):
+    videos, anno, out = tmp_path / 'videos', tmp_path / 'anno', tmp_path / 'out'
+    videos.mkdir()
+    (anno / 'Validation_Set').mkdir(parents=True)
+    write_face_clip(videos / 'labelled.mp4', [True, True, False])
+    write_face_clip(videos / 'test_video.mp4', [True, False])
+    write_two_face_clip(videos / 'pair.mp4', 2)
+    (videos / 'broken.mp4').write_bytes(b'\x00' * 3000)
+    (anno / 'Validation_Set' / 'labelled.txt').write_text(HEADER + '1\n2\n3\n4\n')  # one line too many
+
+    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    assert code == 1 and 'broken.mp4' in err and 'Traceback' not in err
+    assert sorted(n for n in os.listdir(out)) == ['labelled', 'pair', 'test_video']
+    assert '3 output(s) have no annotation' in err  # test_video, pair, and the broken one
+    assert 'labelled: video 3 frames, annotation 4 lines' in err
+    assert jpgs(out / 'labelled') == ['00001.jpg', '00002.jpg']  # nothing shifted
+    # A rerun lists the mismatch again from the finished output's manifest, and fails again.
+    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    assert code == 1 and '3 already finished' in err and 'annotation 4 lines' in err
+
+    listed = tmp_path / 'test_set.txt'
+    listed.write_text('pair_left\npair_right\ntest_video\nbroken\nghost_right\n')
+    code, err = run_cli([videos, tmp_path / 'listed', '--video_list', listed], capsys)
+    assert code == 1 and 'broken.mp4' in err and 'ghost_right' in err
+    assert sorted(os.listdir(tmp_path / 'listed')) == ['pair_left', 'pair_right', 'test_video']
+    for side, bluer in (('left', False), ('right', True)):
+        image = cv2.imread(str(tmp_path / 'listed' / f'pair_{side}' / '00001.jpg'))
+        assert (image[..., 0].mean() > image[..., 2].mean() + 20) == bluer
+
+
+def tree(folder):
+    """Every file of every finished output (manifests aside: they hold timings), as bytes."""
+    return {(name, image): (folder / name / image).read_bytes()
+            for name in sorted(os.listdir(folder)) if not name.startswith('.')
+            for image in sorted(os.listdir(folder / name)) if image != '.done'}
+
+
+@pytest.fixture(scope='module')
+def three_clips(tmp_path_factory):
+    """Three small clips and their output from one unsharded process."""
+    root = tmp_path_factory.mktemp('shards')
+    videos = root / 'videos'
+    videos.mkdir()
+    small = dict(width=192, height=144)
+    write_face_clip(videos / 'a.mp4', [True, True, False, True], **small)
+    write_face_clip(videos / 'b.mp4', [True, False, True], **small)
+    write_face_clip(videos / 'c.mp4', [False, True, True, True, True], **small)
+    assert cli.main([str(videos), str(root / 'one'), '--workers', '0']) == 0
+    reference = tree(root / 'one')
+    assert {name for name, _ in reference} == {'a', 'b', 'c'}
+    return videos, reference
+
+
+def test_shards_equal_one_process(three_clips, tmp_path, capsys):
+    videos, reference = three_clips
+    for index in (0, 1):
+        code, err = run_cli([videos, tmp_path / 'sharded', '--shard', f'{index}/2'], capsys)
+        assert code == 0 and f'shard {index}/2' in err, err
+    assert tree(tmp_path / 'sharded') == reference
+    code, err = run_cli([videos, tmp_path / 'sharded'], capsys)
+    assert code == 0 and '0 output(s) written, 3 already finished' in err
+
+
+@pytest.mark.slow
+def test_launcher_ranks_equal_one_process(three_clips, tmp_path, capsys):
+    # Two processes started by Paddle's launcher share the work by their rank and world size; each
+    # runs a detection worker, which must not rerun the script it was started from.
+    videos, reference = three_clips
+    launched = tmp_path / 'launched'
+    result = subprocess.run(
+        [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
+         str(tmp_path / 'logs'), os.path.join('preprocess', '__main__.py'), str(videos), str(launched),
+         '--workers', '1'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    logs = ''.join((tmp_path / 'logs' / name).read_text() for name in sorted(os.listdir(tmp_path / 'logs'))
+                   if name.startswith('workerlog'))
+    assert result.returncode == 0, logs[-3000:]
+    assert 'shard 0/2' in logs and 'shard 1/2' in logs and 'all 2 shards: done: 3 output(s)' in logs
+    assert tree(launched) == reference
+    # Without sharding, everything is found done.
+    code, err = run_cli([videos, launched], capsys)
+    assert code == 0 and '0 output(s) written, 3 already finished' in err

@@ -1,4 +1,4 @@
-"""The rules of smooth_predict.py (issue 5) on small hand-made arrays with known answers."""
+"""The rules of smooth_predict.py on small hand-made arrays with known answers."""
 import json
 import logging
 import os
@@ -84,6 +84,9 @@ def test_hard_fusion_cascade():
     assert p.argmax(axis=1).tolist() == [0, 4, 6, 7, 1, 2, 3, 5, 0, 2]
     np.testing.assert_array_equal(p.sum(axis=1), np.ones(10))
     assert set(np.unique(p)) == {0.0, 1.0}
+    # No negative prediction for a Negative frame: the uniform split, whose argmax is Anger.
+    p = sp.fuse([[0, 0, 0, 0, 5], [0, 0, 0, 0, 5]], [[np.nan] * 4, [0, 1, 0, 0]], 'hard')
+    assert p.argmax(axis=1).tolist() == [1, 2]
 
 
 def test_fusion_rejects_bad_shapes_and_modes():
@@ -169,6 +172,131 @@ def test_smooth_requires_sorted_unique_frames():
         sp.smooth(np.eye(2), window=1, alpha=1.0, frames=[2, 1])
     with pytest.raises(ValueError, match='sorted'):
         sp.smooth(np.eye(2), window=1, alpha=1.0, frames=[3, 3])
+
+
+# ----------------------------------------------------------------------------- SP on logits
+# One video of 7 frames with a face on 1, 2, 3, 5, 6 (4 and 7 faceless). The window means below
+# are written out by hand from the frame numbers; nothing here calls the code under test.
+
+HAND_FRAMES = [1, 2, 3, 5, 6]
+HAND_COARSE = [[2, 0, 0, 0, 1.75],   # Neutral, Happiness, Surprise, Other, Negative
+               [0, 0, 0, 0, 3],
+               [1, 0, 0, 0, 0],
+               [0, 2, 0, 0, 0],
+               [0, 0, 0, 0, 2]]
+HAND_NEGATIVE = [[0, 1, 0, 0],       # Anger, Disgust, Fear, Sadness
+                 [1, 0, 0, 0],
+                 [0, 0, 0, 3],
+                 [3, 0, 0, 0],
+                 [0, 0, 1, 0]]
+# K=1: frame 1 sees {1, 2}; 2 sees {1, 2, 3}; 3 sees {2, 3} (4 has no face); 5 and 6 see {5, 6}.
+# K=2: frames 1 and 2 see {1, 2, 3}; 3 sees {1, 2, 3, 5} across the faceless frame 4; 5 sees
+#      {3, 5, 6}; 6 sees {5, 6} (the window is cut at the last face).
+HAND_MEANS = {
+    1: ([[1, 0, 0, 0, 4.75 / 2], [1, 0, 0, 0, 4.75 / 3], [1 / 2, 0, 0, 0, 3 / 2],
+         [0, 1, 0, 0, 1], [0, 1, 0, 0, 1]],
+        [[1 / 2, 1 / 2, 0, 0], [1 / 3, 1 / 3, 0, 1], [1 / 2, 0, 0, 3 / 2],
+         [3 / 2, 0, 1 / 2, 0], [3 / 2, 0, 1 / 2, 0]]),
+    2: ([[1, 0, 0, 0, 4.75 / 3], [1, 0, 0, 0, 4.75 / 3], [3 / 4, 2 / 4, 0, 0, 4.75 / 4],
+         [1 / 3, 2 / 3, 0, 0, 2 / 3], [0, 1, 0, 0, 1]],
+        [[1 / 3, 1 / 3, 0, 1], [1 / 3, 1 / 3, 0, 1], [1, 1 / 4, 0, 3 / 4],
+         [1, 0, 1 / 3, 1], [3 / 2, 0, 1 / 2, 0]]),
+}
+# Labels of the 7 frames, by the rule worked through by hand (frame 4 takes frame 3's label,
+# the earlier of two equally near faces; frame 7 takes frame 6's).
+HAND_LABELS = {
+    ('soft', 0): [0, 1, 0, 0, 4, 3, 3],
+    ('hard', 0): [0, 1, 0, 0, 4, 3, 3],
+    # Frame 6, K=2: l' negative = (3/2, 0, 3/2, 0), an Anger/Fear tie: the lower index, Anger.
+    ('soft', 2): [0, 1, 0, 0, 4, 1, 1],
+    # Frame 1: coarse l' = (3, 0, 0, 0, 3.33): Negative; negative l' = (1/3, 4/3, 0, 1): Disgust.
+    # Soft fusion spreads that Negative over four classes, so Neutral (0.39) stays ahead there.
+    ('hard', 2): [2, 1, 0, 0, 4, 1, 1],
+}
+
+
+def hand_softmax(x):
+    e = np.exp(np.asarray(x, dtype=np.float64))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def hand_fused_labels(coarse, negative, fusion):
+    """The fusion rules written out again: soft (c0, c4 n0, c4 n1, c4 n2, c1, c4 n3, c2, c3),
+    hard the coarse argmax refined by the negative one."""
+    if fusion == 'soft':
+        c, n = hand_softmax(coarse), hand_softmax(negative)
+        probs = np.stack([c[:, 0], c[:, 4] * n[:, 0], c[:, 4] * n[:, 1], c[:, 4] * n[:, 2],
+                          c[:, 1], c[:, 4] * n[:, 3], c[:, 2], c[:, 3]], axis=1)
+        return np.argmax(probs, axis=1)
+    coarse_to_abaw = np.array([0, 4, 6, 7, -1])
+    negative_to_abaw = np.array([1, 2, 3, 5])
+    labels = coarse_to_abaw[np.argmax(coarse, axis=1)]
+    refine = labels < 0
+    labels[refine] = negative_to_abaw[np.argmax(np.asarray(negative)[refine], axis=1)]
+    return labels
+
+
+def test_smooth_logits_hand_computed_means():
+    coarse, negative = np.array(HAND_COARSE, float), np.array(HAND_NEGATIVE, float)
+    for window, (coarse_mean, negative_mean) in HAND_MEANS.items():
+        np.testing.assert_allclose(sp.smooth_logits(coarse, window, frames=HAND_FRAMES),
+                                   coarse + np.array(coarse_mean), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(sp.smooth_logits(negative, window, frames=HAND_FRAMES),
+                                   negative + np.array(negative_mean), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(sp.smooth_logits(coarse, 0, frames=HAND_FRAMES), coarse)
+    # Two videos: the window never reaches into the other one.
+    two = sp.smooth_logits([[1.0], [2.0], [10.0]], 5, frames=[1, 2, 1], groups=[0, 0, 1])
+    np.testing.assert_allclose(two[:, 0], [1 + 1.5, 2 + 1.5, 10 + 10])
+
+
+def test_smooth_logits_skips_frames_without_prediction():
+    # Frame 2 has no negative prediction: it is out of its neighbours' means and stays missing.
+    out = sp.smooth_logits([[1.0], [np.nan], [3.0], [5.0]], 1, frames=[1, 2, 3, 4])
+    np.testing.assert_allclose(out[[0, 2, 3], 0], [1 + 1, 3 + (3 + 5) / 2, 5 + (3 + 5) / 2])
+    assert np.isnan(out[1, 0])
+
+
+@pytest.mark.parametrize('fusion', ['soft', 'hard'])
+@pytest.mark.parametrize('window', [1, 2])
+def test_logits_mode_labels_hand_computed(fusion, window):
+    coarse, negative = np.array(HAND_COARSE, float), np.array(HAND_NEGATIVE, float)
+    coarse_mean, negative_mean = (np.array(m, float) for m in HAND_MEANS[window])
+    expected = hand_fused_labels(coarse + coarse_mean, negative + negative_mean, fusion)
+    probs = sp.Smoothing('logits', fusion, window).apply(coarse, negative, frames=HAND_FRAMES)
+    assert np.argmax(probs, axis=1).tolist() == expected.tolist()
+    labels = sp.fill_missing(HAND_FRAMES, np.argmax(probs, axis=1), 7).tolist()
+    if (fusion, window) in HAND_LABELS:
+        assert labels == HAND_LABELS[(fusion, window)]
+    if fusion == 'soft':  # the softmax of each model's smoothed logits, then the fusion formula
+        c, n = hand_softmax(coarse + coarse_mean), hand_softmax(negative + negative_mean)
+        np.testing.assert_allclose(probs[:, [0, 4, 6, 7]], c[:, :4], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(probs[:, [1, 2, 3, 5]], c[:, 4:] * n, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('fusion', ['soft', 'hard'])
+def test_window_zero_is_no_smoothing_in_both_modes(fusion):
+    coarse, negative = np.array(HAND_COARSE, float), np.array(HAND_NEGATIVE, float)
+    raw = sp.fuse(coarse, negative, fusion)
+    for setting in (sp.Smoothing('logits', fusion, 0), sp.Smoothing('fused', fusion, 0, 1.0)):
+        np.testing.assert_array_equal(setting.apply(coarse, negative, frames=HAND_FRAMES), raw)
+    assert sp.fill_missing(HAND_FRAMES, raw.argmax(axis=1), 7).tolist() == HAND_LABELS[(fusion, 0)]
+
+
+def test_smoothing_settings():
+    default = sp.Smoothing()
+    assert (default.mode, default.fusion, default.window, default.alpha) == ('logits', 'soft', 2, None)
+    assert default.is_figure and default.short == 'logits K=2'
+    assert sp.Smoothing('fused').alpha == 0.5
+    assert sp.Smoothing('fused', 'hard', 8, 0.25).summary == 'hard fusion, SP on fused K=8 A=0.25'
+    with pytest.raises(ValueError, match='alpha A applies only to the fused mode'):
+        sp.Smoothing('logits', alpha=0.5)
+    with pytest.raises(ValueError, match='mode'):
+        sp.Smoothing('probs')
+    # Which frames read the negative model's logits (predict_video runs it only there).
+    assert sp.Smoothing('logits', 'hard', 2).needs_negative_everywhere
+    assert not sp.Smoothing('logits', 'hard', 0).needs_negative_everywhere
+    assert not sp.Smoothing('fused', 'hard', 8).needs_negative_everywhere
+    assert sp.Smoothing('fused', 'soft', 8).needs_negative_everywhere
 
 
 # ----------------------------------------------------------------------------- filling
@@ -266,8 +394,8 @@ def test_search_picks_smallest_window_then_smallest_alpha(tmp_path):
     # K=1: u3 = 0.7167 Neutral; A=0.25 -> 0.44 (wrong), A=0.5 -> 0.53 (right). K>=2 also right
     # from A=0.5 on, so the best macro F1 is shared and the tie must go to K=1, A=0.5.
     table = search_table(tmp_path, [0.35, 0.65])
-    rows, best = sp.search(table)
-    assert len(rows) == 45
+    rows, best = sp.search(table, modes=('fused',))
+    assert len(rows) == 45 and {r['mode'] for r in rows} == {'fused'}
     assert [(r['window'], r['alpha']) for r in rows[:6]] == \
         [(0, 0.0), (0, 0.25), (0, 0.5), (0, 0.75), (0, 1.0), (1, 0.0)]
     perfect = max(r['macro_f1'] for r in rows)
@@ -279,10 +407,25 @@ def test_search_picks_smallest_window_then_smallest_alpha(tmp_path):
     assert best['accuracy'] == 1.0
 
 
+def test_search_covers_both_modes_and_ties_go_to_logits(tmp_path):
+    # Logits of frame 3: log 0.35, log 0.65 = (-1.050, -0.431); frames 2 and 4: log 0.9, log 0.1
+    # = (-0.105, -2.303). K=1: u3 = (-0.420, -1.679), l'3 = (-1.470, -2.110): Neutral, right.
+    table = search_table(tmp_path, [0.35, 0.65])
+    rows, best = sp.search(table)
+    assert len(rows) == 9 + 45
+    assert [(r['mode'], r['window'], r['alpha']) for r in rows[:10]] == \
+        [('logits', k, None) for k in sp.SEARCH_WINDOWS] + [('fused', 0, 0.0)]
+    logits = {r['window']: r['macro_f1'] for r in rows if r['mode'] == 'logits'}
+    assert logits[0] < logits[1] == logits[2] == pytest.approx(1 / 8)
+    # fused K=1 A=0.5 scores the same: the tie goes to the logits mode, then the smaller K.
+    assert (best['mode'], best['window'], best['alpha']) == ('logits', 1, None)
+    assert sp.best_setting(best, 'soft') == sp.Smoothing('logits', 'soft', 1)
+
+
 def test_search_all_tied_picks_no_smoothing(tmp_path):
     rows, best = sp.search(search_table(tmp_path, [0.9, 0.1]))
     assert len({r['macro_f1'] for r in rows}) == 1
-    assert (best['window'], best['alpha']) == (0, 0.0)
+    assert (best['mode'], best['window'], best['alpha']) == ('logits', 0, None)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -427,25 +570,96 @@ def test_cli_end_to_end(tmp_path):
     done = run_cli('-coarse', coarse, '-negative', negative, '-output', str(out),
                    '-anno_folder', anno_folder, '-search', '-format', 'csv', '-plot', '1')
     assert done.returncode == 0, done.stderr
-    assert 'best: K=' in done.stderr and 'macro F1' in done.stdout
+    assert 'best: soft fusion, SP on ' in done.stderr and "the release's figure" in done.stderr
+    assert 'macro F1' in done.stdout and 'logits K=2 (figure)' in done.stdout
     assert sorted(os.listdir(out)) == ['confusion.png', 'metrics.json', 'predictions.csv',
                                        'search.csv', 'timeline_vid0.png']
     metrics = json.loads((out / 'metrics.json').read_text())
-    search_rows = (out / 'search.csv').read_text().splitlines()
-    assert search_rows[0] == 'window,alpha,macro_f1,accuracy' and len(search_rows) == 46
-    best = max(search_rows[1:], key=lambda line: float(line.split(',')[2]))
-    assert metrics['smoothed']['macro_f1'] == pytest.approx(float(best.split(',')[2]), abs=1e-6)
-    assert metrics['smoothed']['fusion'] == 'soft' and metrics['raw']['window'] == 0
-    assert metrics['smoothed']['count'] == 95
+    search_rows = [line.split(',') for line in (out / 'search.csv').read_text().splitlines()]
+    assert search_rows[0] == ['mode', 'window', 'alpha', 'macro_f1', 'accuracy']
+    assert len(search_rows) == 1 + 9 + 45
+    assert [row[0] for row in search_rows[1:]] == ['logits'] * 9 + ['fused'] * 45
+    assert {row[2] for row in search_rows[1:10]} == {''}
+    best = max(search_rows[1:], key=lambda row: float(row[3]))
+    smoothed = metrics['smoothed']
+    assert smoothed['macro_f1'] == pytest.approx(float(best[3]), abs=1e-6)
+    assert (smoothed['mode'], smoothed['window']) == (best[0], int(best[1]))
+    assert smoothed['alpha'] == (None if best[0] == 'logits' else float(best[2]))
+    assert smoothed['fusion'] == 'soft' and metrics['raw']['window'] == 0
+    assert smoothed['count'] == 95
+    figure_row = next(row for row in search_rows[1:] if row[:2] == ['logits', '2'])
+    assert metrics['figure']['mode'] == 'logits' and metrics['figure']['window'] == 2
+    assert metrics['figure']['macro_f1'] == pytest.approx(float(figure_row[3]), abs=1e-6)
     # The same numbers from the library functions.
     table = table_of(coarse, negative, anno_folder)
-    window, alpha = metrics['smoothed']['window'], metrics['smoothed']['alpha']
-    labels = table.all_frame_labels(np.argmax(sp.smooth(table.probs, window, alpha, table.frames,
-                                                        table.video_ids), axis=1))
+    setting = sp.Smoothing(smoothed['mode'], 'soft', smoothed['window'], smoothed['alpha'])
+    labels = table.all_frame_labels(np.argmax(setting.apply(
+        table.coarse_logits, table.negative_logits, table.frames, table.video_ids), axis=1))
     csv_lines = (out / 'predictions.csv').read_text().splitlines()
     assert len(csv_lines) == 1 + 95
     assert [int(line.split(',')[1]) for line in csv_lines[1:]] == labels.tolist()
     assert metrics['raw']['macro_f1'] == sp.score(table, np.argmax(table.probs, axis=1))['macro_f1']
+
+
+def hand_inputs(tmp_path):
+    """The hand-made video 'v' (7 frames) and a video 'w' (3 frames, one face, on frame 2), both
+    files' rows shuffled differently; truth = the soft K=2 labels."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = [f"v/{frame:05d}.jpg" for frame in HAND_FRAMES] + ['w/00002.jpg']
+    coarse = np.array(HAND_COARSE + [[0, 0, 1, 0, 0]], float)     # w: Surprise
+    negative = np.array(HAND_NEGATIVE + [[0, 0, 0, 1]], float)
+    rng = np.random.default_rng(3)
+    c_order, n_order = rng.permutation(len(paths)), rng.permutation(len(paths))
+    c = write_npz(tmp_path / 'c.npz', [paths[i] for i in c_order], coarse[c_order], 'coarse')
+    n = write_npz(tmp_path / 'n.npz', [paths[i] for i in n_order], negative[n_order], 'negative')
+    anno = tmp_path / 'anno'
+    anno.mkdir()
+    write_annotation(anno / 'v.txt', HAND_LABELS[('soft', 2)])
+    write_annotation(anno / 'w.txt', [6, 6, 6])
+    return ['-coarse', c, '-negative', n, '-anno_folder', str(anno), '-plot', '0']
+
+
+@pytest.mark.parametrize('flags, fusion, window', [
+    ([], 'soft', 2),                      # no smoothing flags: the release's figure
+    (['-fusion', 'hard'], 'hard', 2),
+    (['-window', '0'], 'soft', 0),
+    (['-fusion', 'hard', '-smooth_on', 'logits', '-window', '0'], 'hard', 0),
+])
+def test_cli_logits_mode_hand_computed(tmp_path, flags, fusion, window):
+    out = tmp_path / 'out'
+    metrics = sp.main(hand_inputs(tmp_path) + ['-output', str(out)] + flags)
+    assert (out / 'v.txt').read_text().splitlines()[1:] == list(map(str, HAND_LABELS[(fusion, window)]))
+    assert (out / 'w.txt').read_text().splitlines()[1:] == ['6', '6', '6']
+    written = json.loads((out / 'metrics.json').read_text())
+    assert {k: written['smoothed'][k] for k in ('mode', 'fusion', 'window', 'alpha')} == \
+        {'mode': 'logits', 'fusion': fusion, 'window': window, 'alpha': None}
+    assert written == json.loads(json.dumps(metrics))
+    from metrics import macro_f1
+    truth = HAND_LABELS[('soft', 2)] + [6, 6, 6]
+    assert written['smoothed']['macro_f1'] == pytest.approx(
+        macro_f1(truth, HAND_LABELS[(fusion, window)] + [6, 6, 6], 8), abs=1e-12)
+    assert written['raw']['macro_f1'] == pytest.approx(
+        macro_f1(truth, HAND_LABELS[(fusion, 0)] + [6, 6, 6], 8), abs=1e-12)
+    assert written['figure']['macro_f1'] == pytest.approx(
+        macro_f1(truth, HAND_LABELS[(fusion, 2)] + [6, 6, 6], 8), abs=1e-12)
+
+
+def test_cli_fused_mode_keeps_its_rule(tmp_path):
+    out = tmp_path / 'out'
+    sp.main(hand_inputs(tmp_path) + ['-output', str(out), '-smooth_on', 'fused', '-window', '2',
+                                     '-alpha', '1'])
+    written = json.loads((out / 'metrics.json').read_text())
+    assert {k: written['smoothed'][k] for k in ('mode', 'fusion', 'window', 'alpha')} == \
+        {'mode': 'fused', 'fusion': 'soft', 'window': 2, 'alpha': 1.0}
+    # A = 1: the label is the argmax of the window mean of the fused probabilities.
+    probs = sp.fuse(np.array(HAND_COARSE, float), np.array(HAND_NEGATIVE, float), 'soft')
+    windows = [[0, 1, 2], [0, 1, 2], [0, 1, 2, 3], [2, 3, 4], [3, 4]]  # rows of frames 1,2,3,5,6
+    rows = [int(np.argmax(probs[w].mean(axis=0))) for w in windows]
+    assert (out / 'v.txt').read_text().splitlines()[1:] == \
+        list(map(str, sp.fill_missing(HAND_FRAMES, rows, 7)))
+    out2 = tmp_path / 'out2'
+    sp.main(hand_inputs(tmp_path / 'again') + ['-output', str(out2), '-smooth_on', 'fused'])
+    assert json.loads((out2 / 'metrics.json').read_text())['smoothed']['alpha'] == 0.5
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -458,7 +672,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     for args, message in (
             (['-output', anno_folder, '-anno_folder', anno_folder], 'inputs are never written'),
             (['-output', str(tmp_path / 'o'), '-search'], '-search needs -anno_folder'),
-            (['-output', str(tmp_path / 'o'), '-alpha', '2'], '-alpha must be in [0, 1]')):
+            (['-output', str(tmp_path / 'o'), '-smooth_on', 'fused', '-alpha', '2'],
+             '-alpha must be in [0, 1]'),
+            (['-output', str(tmp_path / 'o'), '-alpha', '0.5'],
+             '-alpha applies only to -smooth_on fused'),
+            (['-output', str(tmp_path / 'o'), '-window', '-1'], '-window must be >= 0')):
         with pytest.raises(SystemExit) as exit_info:
             sp.main(['-coarse', coarse, '-negative', negative, *args])
         assert exit_info.value.code != 0

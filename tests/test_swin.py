@@ -164,3 +164,27 @@ def test_droppath_and_dropout_only_act_in_training():
     model.train()
     with paddle.no_grad():
         assert np.abs(model(images).numpy() - first).max() > 0
+
+
+def test_linear_backward_equals_paddle_linear():
+    """The custom backward (bias gradient by GEMM) gives F.linear's gradients for x, weight and bias."""
+    from swin_transformer import Linear
+    rng = np.random.default_rng(0)
+    layer = Linear(6, 5)
+    layer.weight.set_value(rng.normal(size=(6, 5)).astype('float32'))
+    layer.bias.set_value(rng.normal(size=(5,)).astype('float32'))
+    x_value = rng.normal(size=(3, 4, 6)).astype('float32')
+    upstream = paddle.to_tensor(rng.normal(size=(3, 4, 5)).astype('float32'))
+
+    def gradients(forward):
+        x = paddle.to_tensor(x_value, stop_gradient=False)
+        layer.clear_gradients()
+        (forward(x) * upstream).sum().backward()
+        return x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()
+
+    ours = gradients(layer)
+    reference = gradients(lambda x: paddle.nn.functional.linear(x, layer.weight, layer.bias))
+    for name, a, b in zip(('x', 'weight', 'bias'), ours, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+    # The bias gradient is the upstream gradient summed over every position.
+    np.testing.assert_allclose(ours[2], upstream.numpy().sum(axis=(0, 1)), rtol=1e-5)

@@ -7,9 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import engine
 from helpers import configured
+
+pytestmark = pytest.mark.slow  # multi-process runs (make test-fast skips them)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,0 +1,63 @@
+"""One process or several: rank and world size, the device, per-rank logging and the collectives
+that training and evaluation need (no-ops in a single process, where Paddle's would raise)."""
+import logging
+import os
+import sys
+
+import numpy as np
+import paddle
+
+from errors import UsageError
+
+
+def world():
+    """(rank, world_size) as set by paddle.distributed.launch (0, 1 when run directly)."""
+    return paddle.distributed.get_rank(), paddle.distributed.get_world_size()
+
+
+def setup_device(config, logger):
+    wanted = config.DEVICE or ''
+    has_cuda = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if not wanted:
+        wanted = 'gpu' if has_cuda else 'cpu'
+    if wanted == 'gpu' and not has_cuda:
+        raise UsageError("-device gpu: this Paddle has no CUDA support or no GPU is visible")
+    if wanted == 'gpu':
+        paddle.set_device(f"gpu:{paddle.distributed.ParallelEnv().device_id}")
+    else:
+        paddle.set_device('cpu')
+    logger.info(f"device: {wanted}")
+    return wanted
+
+
+def make_logger(output_dir, rank):
+    logger = logging.getLogger(f"cfcsp.engine.{rank}.{output_dir}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(message)s", "%m-%d %H:%M:%S")
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(fmt)
+    logger.addHandler(stream)
+    if output_dir:
+        handler = logging.FileHandler(os.path.join(output_dir, f"log-{rank}.txt"))
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    return logger
+
+
+def all_reduce_mean(value, world_size):
+    if world_size == 1:
+        return value
+    tensor = paddle.to_tensor([value], dtype='float64')
+    paddle.distributed.all_reduce(tensor)
+    return float(tensor.numpy()[0]) / world_size
+
+
+def all_gather_array(array, world_size):
+    if world_size == 1:
+        return array
+    parts = []
+    paddle.distributed.all_gather(parts, paddle.to_tensor(array))
+    return np.concatenate([p.numpy() for p in parts])

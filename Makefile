@@ -5,15 +5,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast demo venv clean-demo
+# The Paddle 2.6 route in its own environment: requirements.txt with the pins that
+# requirements-paddle26.txt names replaced by its own.
+VENV26 := .venv-paddle26
+PY26 := $(VENV26)/bin/python
+STAMP26 := $(VENV26)/.installed
+
+.PHONY: test test-fast test-paddle26 demo venv venv-paddle26 clean-demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-nodeps.txt tools/load_zlib_first.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	cp tools/load_zlib_first.pth "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -22,6 +29,21 @@ test: $(STAMP)
 # Everything but the multi-process, fault-drill, learnability and launcher runs: for editing.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+venv-paddle26: $(STAMP26)
+
+$(STAMP26): requirements.txt requirements-paddle26.txt requirements-nodeps.txt tools/load_zlib_first.pth
+	test -x $(PY26) || $(PYTHON) -m venv $(VENV26)
+	$(PY26) -m pip install --quiet --upgrade pip
+	awk -F'==' 'NR == FNR { if ($$0 !~ /^ *(#|$$)/) own[tolower($$1)] = 1; next } \
+	    !(tolower($$1) in own)' requirements-paddle26.txt requirements.txt > $(VENV26)/requirements-shared.txt
+	$(PY26) -m pip install --quiet -r requirements-paddle26.txt -r $(VENV26)/requirements-shared.txt
+	$(PY26) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	cp tools/load_zlib_first.pth "$$($(PY26) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	touch $(STAMP26)
+
+test-paddle26: $(STAMP26)
+	$(PY26) -m pytest -q
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py

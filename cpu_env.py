@@ -8,6 +8,10 @@ import ctypes
 import ctypes.util
 import os
 import sys
+# Before Paddle: paddlepaddle 2.6's libpaddle.so exports its own zlib, and if it is the first to
+# load the system libz, later zlib users (scipy, scikit-learn, torch) crash; see
+# tools/load_zlib_first.pth.
+import zlib  # noqa: F401
 
 
 def _available_cores():

@@ -84,15 +84,15 @@ def resolve_model(kind, cfg, weights):
         if not os.path.isfile(weights):
             raise UsageError(f"-{kind}_weights not given and the demo model {weights} does not exist: "
                              f"run `make demo` to train it, or pass -{kind}_weights (a .pdparams "
-                             "checkpoint or a tools/export_model.py prefix)")
+                             "checkpoint, a tools/export_model.py prefix or .onnx file)")
         return cfg or DEMO_CFG, weights, 'demo model from `make demo`'
     from predictor import exported_files
-    if weights.endswith('.pdparams'):
+    if weights.endswith(('.pdparams', '.onnx')):
         if not os.path.isfile(weights):
             raise UsageError(f"-{kind}_weights {weights}: file not found")
     elif exported_files(re.sub(r'\.(json|pdmodel|pdiparams|meta\.json)$', '', weights)) is None:
-        raise UsageError(f"-{kind}_weights {weights}: neither a .pdparams file nor an exported "
-                         "model prefix (PREFIX.json or .pdmodel with PREFIX.pdiparams)")
+        raise UsageError(f"-{kind}_weights {weights}: neither a .pdparams file, an exported model "
+                         "prefix (PREFIX.json or .pdmodel with PREFIX.pdiparams) nor a .onnx file")
     return cfg or RELEASE_CFG, weights, 'given'
 
 
@@ -379,7 +379,7 @@ def build_parser():
     parser.add_argument('-output', required=True, help='output folder (never inside the input folder)')
     for kind in MODEL_KINDS:
         parser.add_argument(f'-{kind}_cfg', help=f'YAML config of the {kind} model')
-        parser.add_argument(f'-{kind}_weights', help=f'{kind} model: .pdparams or exported prefix')
+        parser.add_argument(f'-{kind}_weights', help=f'{kind} model: .pdparams, exported prefix or .onnx file')
     from smooth_predict import add_smoothing_arguments
     add_smoothing_arguments(parser)
     parser.add_argument('-device', choices=('cpu', 'gpu'), default='cpu',
@@ -494,6 +494,7 @@ def run(args):
         cfg, weights, source = specs[kind]
         log.info("%s model: %s (%s), config %s", kind, weights, source, cfg)
         models.append(Model(kind, cfg, weights, 'gpu' if args.device == 'gpu' else 'cpu'))
+        log.info("%s model runs on %s", kind, models[-1].classify.backend)
 
     torch_device = 'cuda' if args.device == 'gpu' else 'cpu'
     workers = default_workers(torch_device) if args.workers is None else args.workers

@@ -1,14 +1,21 @@
-"""Fast inference: export a Swin to a static graph and run it through `paddle.inference`.
+"""Fast inference: export a Swin to a static graph and run it through `paddle.inference` or
+ONNX Runtime.
 
     export_model(model, config, 'output/coarse')      # writes coarse.json|.pdmodel + .pdiparams
     predict = Predictor('output/coarse')               # CPU, oneDNN, all cores of this process
     logits = predict(images_nchw_float32)               # numpy [B, num_classes]
 
-    classify = load_classifier(config, 'best.pdparams' or 'output/coarse', device='cpu')
+    export_onnx('output/coarse', 'output/coarse.onnx', int8_file='output/coarse.int8.onnx')
+    predict = OnnxPredictor('output/coarse.onnx')      # same call interface
+
+    classify = load_classifier(config, 'best.pdparams' or 'output/coarse' or 'x.onnx', device='cpu')
 
 On CPU the exported graph is much faster than eager Paddle (op fusion, oneDNN kernels, no
 per-op dispatch); outputs agree with eager within 1e-4 (tests/test_predictor.py).
 Paddle 3.x writes the program as `<prefix>.json`, Paddle 2.6 as `<prefix>.pdmodel`; both load.
+ONNX files are converted from that program by paddle2onnx; the int8 variant quantizes the
+weights of every MatMul / Gemm with ONNX Runtime's dynamic quantization (activations are
+quantized per batch at run time), measured in benchmarks/RESULTS.md.
 """
 import json
 import os
@@ -19,9 +26,15 @@ import cpu_env  # noqa: F401  (threading / MKL settings before paddle is importe
 import numpy as np
 import paddle
 
+from fileio import atomic_path
+
 PARAMS_SUFFIX = '.pdiparams'
 PROGRAM_SUFFIXES = ('.json', '.pdmodel')  # Paddle 3.x (PIR), Paddle 2.x
 META_SUFFIX = '.meta.json'
+ONNX_SUFFIX = '.onnx'
+INT8_ONNX_SUFFIX = '.int8.onnx'
+# The newest opset paddle2onnx 1.3 and 2.1 both write; it has LayerNormalization as one op.
+ONNX_OPSET = 17
 
 
 class PredictorError(ValueError):
@@ -135,6 +148,8 @@ class Predictor:
         config.switch_ir_optim(True)
         config.disable_glog_info()
         self._on_cpu = device == 'cpu'
+        self.backend = (f"paddle.inference {paddle.__version__} on {device}"
+                        + (", oneDNN" if self._on_cpu and onednn else ""))
         self._predictor = paddle.inference.create_predictor(config)
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
@@ -143,10 +158,7 @@ class Predictor:
         if isinstance(images, paddle.Tensor):
             images = images.numpy()
         images = np.ascontiguousarray(images, dtype=np.float32)
-        size = self.meta.get('image_size')
-        if images.ndim != 4 or (size and images.shape[2:] != (size, size)):
-            wanted = f"[N, {self.meta.get('channels', 3)}, {size}, {size}]" if size else "[N, C, H, W]"
-            raise PredictorError(f"{self.path_prefix}: images must be {wanted}, got {list(images.shape)}")
+        _check_images(self.path_prefix, self.meta, images)
         self._input.reshape(list(images.shape))
         self._input.copy_from_cpu(images)
         self._predictor.run()
@@ -161,6 +173,7 @@ class EagerClassifier:
     def __init__(self, model):
         self.model = model
         self.model.eval()
+        self.backend = f"eager Paddle {paddle.__version__} on {paddle.get_device()}"
 
     def __call__(self, images):
         if not isinstance(images, paddle.Tensor):
@@ -169,14 +182,167 @@ class EagerClassifier:
             return self.model(images).numpy()
 
 
-def load_classifier(config, weights, device='cpu', threads=None):
-    """A callable images -> logits for a checkpoint (.pdparams, eager) or an exported prefix.
+def _paddle2onnx_export(**kwargs):
+    """paddle2onnx.export, with the keyword arguments this installed version does not know dropped."""
+    import inspect
 
-    Both paths check that the number of classes matches config.MODEL.NUM_CLASSES, so a coarse
+    import paddle2onnx
+    known = inspect.signature(paddle2onnx.export).parameters
+    return paddle2onnx.export(**{k: v for k, v in kwargs.items() if k in known})
+
+
+def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
+    """Convert the exported model at `path_prefix` to ONNX (float32), and optionally to int8.
+
+    The model's meta data (classes, image size) travel inside the ONNX file, so a .onnx file is
+    self-contained. int8: ONNX Runtime's dynamic quantization of every MatMul / Gemm weight
+    (symmetric int8); activations are quantized per batch at run time, so no calibration data
+    is needed. Files are written atomically. Returns the paths written.
+    """
+    files = exported_files(path_prefix)
+    if files is None:
+        raise PredictorError(f"{path_prefix}: no exported model to convert to ONNX")
+    try:
+        import onnx
+        import onnxoptimizer
+        import paddle2onnx  # noqa: F401
+    except (ImportError, ValueError) as err:  # paddle2onnx 2.x refuses Paddle 2.6 with ValueError
+        raise PredictorError(f"ONNX export needs paddle2onnx and onnx (requirements.txt; "
+                             f"requirements-paddle26.txt on Paddle 2.6): {err}") from None
+    import onnxruntime
+    # Polygraphy folds constants with ONNX Runtime, which warns about every node it cannot fuse.
+    onnxruntime.set_default_logger_severity(3)
+    meta = dict(read_meta(path_prefix), opset=opset)
+    written = []
+    with atomic_path(onnx_file) as tmp:
+        # Polygraphy's constant folding halves the node count (Swin's relative-position bias
+        # and masks are constants); paddle2onnx 1.x has no such option and folds less.
+        try:
+            _paddle2onnx_export(model_filename=files[0], params_filename=files[1], save_file=tmp,
+                                opset_version=opset, auto_upgrade_opset=False, verbose=False,
+                                enable_onnx_checker=True, optimize_tool='polygraphy')
+        except Exception as err:  # paddle2onnx raises whatever its converter hit
+            raise PredictorError(f"{files[0]}: paddle2onnx could not convert it: {err}") from None
+        if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
+            raise PredictorError(f"{files[0]}: paddle2onnx wrote no ONNX model (its log is above)")
+        # paddle2onnx 1.x (Paddle 2.6) stores the weights as Constant nodes, which the
+        # quantizer does not see as weights: make every constant an initializer.
+        model = onnxoptimizer.optimize(onnx.load(tmp), ['extract_constant_to_initializer',
+                                                        'eliminate_unused_initializer'])
+        _set_onnx_meta(model, dict(meta, precision='float32'))
+        onnx.save(model, tmp)
+    written.append(onnx_file)
+    if int8_file:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        with atomic_path(int8_file) as tmp:
+            quantize_dynamic(onnx_file, tmp, op_types_to_quantize=['MatMul', 'Gemm'],
+                             weight_type=QuantType.QInt8)
+            model = onnx.load(tmp)
+            _set_onnx_meta(model, dict(meta, precision='int8',
+                                       quantization='dynamic, MatMul/Gemm weights in int8'))
+            onnx.save(model, tmp)
+        written.append(int8_file)
+    return written
+
+
+def _set_onnx_meta(model, meta):
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def onnx_meta(session):
+    """The meta data export_onnx stored (ints where they are numbers), from an ONNX Runtime session."""
+    meta = {}
+    for key, value in session.get_modelmeta().custom_metadata_map.items():
+        meta[key] = int(value) if value.isdigit() else value
+    # A foreign .onnx without our meta data: fall back to the static input and output shapes.
+    shape = session.get_inputs()[0].shape
+    if 'image_size' not in meta and len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3]:
+        meta['image_size'] = shape[2]
+        meta['channels'] = shape[1] if isinstance(shape[1], int) else 3
+    out = session.get_outputs()[0].shape
+    if 'num_classes' not in meta and len(out) == 2 and isinstance(out[1], int):
+        meta['num_classes'] = out[1]
+    return meta
+
+
+class OnnxPredictor:
+    """ONNX Runtime on a .onnx model: `predictor(images) -> logits` (numpy float32), like Predictor.
+
+    device: 'cpu', 'gpu' or 'gpu:N' (needs the onnxruntime-gpu package). threads: math threads on
+    CPU (default: this process's share of the cores, see cpu_env.py). Idle threads sleep at once
+    instead of spinning, so they never keep a core from face detection or data loading running in
+    the same process between two batches.
+    """
+
+    def __init__(self, onnx_file, device='cpu', threads=None):
+        import onnxruntime as ort
+        if not os.path.isfile(onnx_file):
+            raise PredictorError(f"{onnx_file}: ONNX model not found; write one with "
+                                 "tools/export_model.py -format onnx")
+        self.path_prefix = onnx_file
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = int(threads or cpu_env.threads_per_process())
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        options.log_severity_level = 3  # warnings about nodes it could not fuse are noise here
+        device = str(device).lower()
+        if device.startswith('gpu'):
+            if 'CUDAExecutionProvider' not in ort.get_available_providers():
+                raise PredictorError(f"{onnx_file}: -device gpu needs onnxruntime-gpu (this ONNX "
+                                     f"Runtime has {', '.join(ort.get_available_providers())})")
+            device_id = int(device.split(':')[1]) if ':' in device else 0
+            providers = [('CUDAExecutionProvider', {'device_id': device_id}), 'CPUExecutionProvider']
+        elif device == 'cpu':
+            providers = ['CPUExecutionProvider']
+        else:
+            raise PredictorError(f"device must be cpu, gpu or gpu:N, not {device!r}")
+        try:
+            self._session = ort.InferenceSession(onnx_file, options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+            raise PredictorError(f"{onnx_file}: ONNX Runtime cannot load it: {err}") from None
+        self._input_name = self._session.get_inputs()[0].name
+        self.meta = onnx_meta(self._session)
+        self.backend = (f"ONNX Runtime {ort.__version__}, {self.meta.get('precision', 'float32')}, "
+                        f"on {self._session.get_providers()[0]}")
+
+    def __call__(self, images):
+        if isinstance(images, paddle.Tensor):
+            images = images.numpy()
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        _check_images(self.path_prefix, self.meta, images)
+        return self._session.run(None, {self._input_name: images})[0]
+
+
+def _check_images(source, meta, images):
+    size = meta.get('image_size')
+    if images.ndim != 4 or (size and images.shape[2:] != (size, size)):
+        wanted = f"[N, {meta.get('channels', 3)}, {size}, {size}]" if size else "[N, C, H, W]"
+        raise PredictorError(f"{source}: images must be {wanted}, got {list(images.shape)}")
+
+
+def _check_meta(weights, meta, config):
+    wanted = int(config.MODEL.NUM_CLASSES)
+    if meta.get('num_classes') not in (None, wanted):
+        raise PredictorError(f"{weights}: exported model has {meta['num_classes']} classes but the "
+                             f"config has {wanted} (check -class_type / MODEL.NUM_CLASSES)")
+    if meta.get('image_size') not in (None, int(config.DATA.IMAGE_SIZE)):
+        raise PredictorError(f"{weights}: exported for {meta['image_size']}px images but the config "
+                             f"uses DATA.IMAGE_SIZE {config.DATA.IMAGE_SIZE}")
+
+
+def load_classifier(config, weights, device='cpu', threads=None):
+    """A callable images -> logits for a checkpoint (.pdparams, eager), an exported prefix
+    (paddle.inference) or a .onnx file (ONNX Runtime); each has a `backend` description.
+
+    All paths check that the number of classes matches config.MODEL.NUM_CLASSES, so a coarse
     model cannot silently be evaluated as a negative one.
     """
     weights = str(weights)
-    wanted = int(config.MODEL.NUM_CLASSES)
     if weights.endswith('.pdparams'):
         from checkpoints import load_pretrained
         from swin_transformer import build_swin
@@ -189,13 +355,12 @@ def load_classifier(config, weights, device='cpu', threads=None):
         if prefix.endswith(suffix):
             prefix = prefix[:-len(suffix)]
             break
+    if weights.endswith(ONNX_SUFFIX):
+        classifier = OnnxPredictor(weights, device=device, threads=threads)
+        _check_meta(weights, classifier.meta, config)
+        return classifier
     if exported_files(prefix) is None:
-        raise PredictorError(f"{weights}: neither a .pdparams checkpoint nor an exported model prefix")
-    meta = read_meta(prefix)
-    if meta.get('num_classes') not in (None, wanted):
-        raise PredictorError(f"{weights}: exported model has {meta['num_classes']} classes but the "
-                             f"config has {wanted} (check -class_type / MODEL.NUM_CLASSES)")
-    if meta.get('image_size') not in (None, int(config.DATA.IMAGE_SIZE)):
-        raise PredictorError(f"{weights}: exported for {meta['image_size']}px images but the config "
-                             f"uses DATA.IMAGE_SIZE {config.DATA.IMAGE_SIZE}")
+        raise PredictorError(f"{weights}: neither a .pdparams checkpoint, an exported model prefix "
+                             "nor a .onnx file")
+    _check_meta(weights, read_meta(prefix), config)
     return Predictor(prefix, device=device, threads=threads)

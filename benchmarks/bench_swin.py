@@ -1,4 +1,5 @@
-"""Swin-S at 224, float32, CPU: this project (eager, exported predictor, training step) vs timm.
+"""Swin-S at 224, CPU: this project (eager, exported predictor, ONNX Runtime float32 and int8,
+training step) vs timm (eager, and on ONNX Runtime).
 
     python benchmarks/bench_swin.py [--quick] [--json PATH] [--batch_sizes 1 8] [--repeats N]
 
@@ -16,6 +17,10 @@ run it (an evaluation does not also train, nor hold a oneDNN predictor next to a
   same process (training step 1.56 -> 1.06 images/s, batch 8); predictor.py now restores the
   thread count, but separate workers keep any such coupling out of the figures. The ratios in
   RESULTS.md before this change (eager training 0.51x timm) were measured with that handicap.
+
+ONNX Runtime contenders: this project's exported model converted by paddle2onnx (predictor.export_onnx;
+int8 = ONNX Runtime's dynamic quantization of the MatMul/Gemm weights), and timm's model exported by
+torch.onnx.export here; both run through the same predictor.OnnxPredictor session settings.
 
 Training step = forward, cross-entropy, backward, AdamW update (drop-path 0.3 in both, as in the
 project's config). Peak memory is measured afterwards in a fresh subprocess per contender
@@ -41,16 +46,30 @@ from benchmarks.common import (ROOT, current_rss_mb, load_average, machine_info,
 
 CONFIG = os.path.join(ROOT, 'configs', 'swin_small_patch4_window7_224.yaml')
 TIMM_NAME = 'swin_small_patch4_window7_224'
-CONTENDERS = ('ours_eager_infer', 'ours_predictor_infer', 'timm_infer', 'ours_eager_train', 'timm_train')
+CONTENDERS = ('ours_eager_infer', 'ours_predictor_infer', 'ours_onnx_infer', 'ours_onnx_int8_infer',
+              'timm_infer', 'timm_onnx_infer', 'ours_eager_train', 'timm_train')
 LABELS = {
     'ours_eager_infer': 'this project, eager inference',
     'ours_predictor_infer': 'this project, exported predictor (paddle.inference)',
+    'ours_onnx_infer': 'this project, ONNX Runtime float32',
+    'ours_onnx_int8_infer': 'this project, ONNX Runtime int8 (dynamic)',
     'timm_infer': 'timm, eager inference',
+    'timm_onnx_infer': 'timm, ONNX Runtime float32 (torch.onnx.export)',
     'ours_eager_train': 'this project, eager training step',
     'timm_train': 'timm, eager training step',
 }
 TIMM_OF = {'ours_eager_infer': 'timm_infer', 'ours_predictor_infer': 'timm_infer',
-           'ours_eager_train': 'timm_train'}
+           'ours_onnx_infer': 'timm_infer', 'ours_onnx_int8_infer': 'timm_infer',
+           'timm_onnx_infer': 'timm_infer', 'ours_eager_train': 'timm_train'}
+# JSON key ratio_<key>_b<batch> = images/s of the first contender / the second, same run.
+KEY_RATIOS = {
+    'predictor_vs_timm_infer': ('ours_predictor_infer', 'timm_infer'),
+    'eager_vs_timm_infer': ('ours_eager_infer', 'timm_infer'),
+    'eager_vs_timm_train': ('ours_eager_train', 'timm_train'),
+    'onnx_vs_timm_infer': ('ours_onnx_infer', 'timm_infer'),
+    'onnx_vs_timm_onnx_infer': ('ours_onnx_infer', 'timm_onnx_infer'),
+    'onnx_int8_vs_timm_infer': ('ours_onnx_int8_infer', 'timm_infer'),
+}
 
 
 def _config():
@@ -110,7 +129,9 @@ class Setup:
         self._ours = None
         self._ours_optimizer = None
         self._predictor = None
+        self._onnx = {}
         self._timm = None
+        self._timm_onnx = None
         self._timm_optimizer = None
 
     # --- this project -------------------------------------------------------------------
@@ -130,6 +151,16 @@ class Setup:
             prefix = export_model(self.ours(), self.config, os.path.join(self.export_dir, 'swin_s'))
             self._predictor = Predictor(prefix)
         return self._predictor
+
+    def onnx(self, int8):
+        """ONNX Runtime on this project's model: float32, or int8 (dynamic quantization)."""
+        if int8 not in self._onnx:
+            from predictor import OnnxPredictor, export_model, export_onnx
+            program = export_model(self.ours(), self.config, os.path.join(self.export_dir, 'swin_s'))
+            base = os.path.join(self.export_dir, 'swin_s')
+            files = export_onnx(program, base + '.onnx', int8_file=base + '.int8.onnx' if int8 else None)
+            self._onnx[int8] = OnnxPredictor(files[-1])
+        return self._onnx[int8]
 
     def step(self, name, batch):
         import numpy as np
@@ -152,6 +183,14 @@ class Setup:
     def _ours_predictor_infer(self, images, labels):
         predictor = self.predictor()
         return lambda: predictor(images)
+
+    def _ours_onnx_infer(self, images, labels):
+        session = self.onnx(int8=False)
+        return lambda: session(images)
+
+    def _ours_onnx_int8_infer(self, images, labels):
+        session = self.onnx(int8=True)
+        return lambda: session(images)
 
     def _ours_eager_train(self, images, labels):
         import paddle
@@ -193,6 +232,33 @@ class Setup:
                 model(x).numpy()
         return step
 
+    def timm_onnx(self):
+        """timm's model exported with torch.onnx.export (batch dimension free) on ONNX Runtime."""
+        if self._timm_onnx is None:
+            import warnings
+
+            import torch
+
+            from predictor import OnnxPredictor
+            path = os.path.join(self.export_dir, 'timm_swin_s.onnx')
+            model = self.timm().eval()
+            with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+                warnings.simplefilter('ignore')
+                # The TorchScript-based exporter: the dynamo one needs onnxscript, not installed.
+                torch.onnx.export(model, (torch.randn(2, 3, 224, 224),), path, dynamo=False, opset_version=17,
+                                  input_names=['images'], output_names=['logits'],
+                                  dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
+            self._timm_onnx = OnnxPredictor(path)
+        return self._timm_onnx
+
+    def drop_timm_model(self):
+        self._timm = None
+        gc.collect()
+
+    def _timm_onnx_infer(self, images, labels):
+        session = self.timm_onnx()
+        return lambda: session(images)
+
     def _timm_train(self, images, labels):
         import torch
         model = self.timm()
@@ -228,8 +294,40 @@ def check_predictor(setup):
     return float(np.abs(predictor(images) - eager).max())
 
 
+def check_onnx(setup, int8):
+    """Largest |ONNX Runtime - eager| logit difference; leaves only the ONNX session loaded."""
+    import numpy as np
+    import paddle
+    images = np.random.RandomState(1).randn(2, 3, 224, 224).astype('float32')
+    model = setup.ours()
+    model.eval()
+    with paddle.no_grad():
+        eager = model(paddle.to_tensor(images)).numpy()
+    session = setup.onnx(int8)
+    setup.drop_eager_model()
+    return float(np.abs(session(images) - eager).max())
+
+
+def check_timm_onnx(setup):
+    """Largest |ONNX Runtime - eager| logit difference of timm's export; leaves only the session."""
+    import numpy as np
+    import torch
+    images = np.random.RandomState(1).randn(2, 3, 224, 224).astype('float32')
+    model = setup.timm().eval()
+    with torch.inference_mode():
+        eager = model(torch.from_numpy(images)).numpy()
+    session = setup.timm_onnx()
+    setup.drop_timm_model()
+    return float(np.abs(session(images) - eager).max())
+
+
 FRAMEWORK = {'ours_eager_infer': 'paddle', 'ours_predictor_infer': 'paddle', 'ours_eager_train': 'paddle',
-             'timm_infer': 'torch', 'timm_train': 'torch'}
+             'ours_onnx_infer': 'paddle', 'ours_onnx_int8_infer': 'paddle',
+             'timm_infer': 'torch', 'timm_train': 'torch', 'timm_onnx_infer': 'torch'}
+CHECKS = {'ours_predictor_infer': ('predictor_max_abs_diff', check_predictor),
+          'ours_onnx_infer': ('onnx_max_abs_diff', lambda setup: check_onnx(setup, False)),
+          'ours_onnx_int8_infer': ('onnx_int8_max_abs_diff', lambda setup: check_onnx(setup, True)),
+          'timm_onnx_infer': ('timm_onnx_max_abs_diff', check_timm_onnx)}
 MARK = '@@bench_swin@@ '
 
 
@@ -247,8 +345,9 @@ def worker(name):
             reply = {}
             if request['matmul']:
                 reply['matmul_gflops'] = matmul_gflops(FRAMEWORK[name])
-            if name == 'ours_predictor_infer':
-                reply['predictor_max_abs_diff'] = check_predictor(setup)
+            if name in CHECKS:
+                key, check = CHECKS[name]
+                reply[key] = check(setup)
             for b in request['batch_sizes']:
                 steps[(name, b)] = setup.step(name, b)
                 for _ in range(request['warmup']):
@@ -343,7 +442,7 @@ def measure_memory(names, batch_sizes):
 
 
 def report(results, info):
-    lines = ["## Swin-S 224, float32, CPU (`benchmarks/bench_swin.py`)", "", machine_markdown(info)]
+    lines = ["## Swin-S 224, CPU, float32 unless marked int8 (`benchmarks/bench_swin.py`)", "", machine_markdown(info)]
     load = results['load_average_at_end']
     lines.append(f"Each contender in its own worker process, timed alternately: {results['rounds']} rounds "
                  f"(median reported), warm-up {results['warmup']} per contender. PyTorch worker environment: "
@@ -371,11 +470,13 @@ def report(results, info):
               + ', '.join(f"{f} {r:.0f} GFLOP/s" for f, r in limit['matmul_gflops'].items()) + " -> at most "
               f"{limit['inference_images_per_s']:.1f} images/s inference, "
               f"{limit['training_images_per_s']:.1f} images/s training (3x forward).", ""]
-    lines.append("Key ratios (ours / timm, same run): " + ', '.join(
-        f"`{k}` = {results[k]:.2f}" for k in ('ratio_predictor_vs_timm_infer_b8', 'ratio_eager_vs_timm_infer_b8',
-                                              'ratio_eager_vs_timm_train_b8') if results.get(k) is not None))
-    if results['predictor_max_abs_diff'] is not None:
-        lines.append(f"\nPredictor vs eager max |logit difference|: {results['predictor_max_abs_diff']:.2e}")
+    lines.append("Key ratios (same run): " + ', '.join(
+        f"`ratio_{k}_b{b}` = {results[f'ratio_{k}_b{b}']:.2f}" for b in results['batch_sizes'] for k in KEY_RATIOS
+        if results.get(f'ratio_{k}_b{b}') is not None))
+    if results.get('max_abs_logit_diff_to_eager'):
+        lines.append("\nMax |logit difference| to the same model run eagerly (random input, batch 2): " + ', '.join(
+            f"{key.replace('_max_abs_diff', '')} {value:.2e}"
+            for key, value in results['max_abs_logit_diff_to_eager'].items()))
     return '\n'.join(lines) + '\n'
 
 
@@ -421,12 +522,14 @@ def main(argv=None):
     print(f"compute limit: {flops / 1e9:.1f} GFLOPs/image, 2048-square matmul "
           + ', '.join(f"{f} {r:.0f}" for f, r in rates.items()) + " GFLOP/s -> "
           f"{compute_limit['inference_images_per_s']:.1f} images/s inference", flush=True)
-    diff = prepared.get('paddle', {}).get('predictor_max_abs_diff')
-    if diff is not None:
-        print(f"predictor vs eager max |logit difference|: {diff:.2e}", flush=True)
+    differences = {key: p[key] for p in prepared.values() for key, _ in CHECKS.values() if key in p}
+    for key, value in differences.items():
+        print(f"{key}: {value:.2e}", flush=True)
+    diff = differences.get('predictor_max_abs_diff')
 
     results = {'machine': info, 'timm_env': torch_env, 'rounds': rounds, 'warmup': warmup, 'batch_sizes': args.batch_sizes,
                'contenders': contenders, 'compute_limit': compute_limit, 'predictor_max_abs_diff': diff,
+               'max_abs_logit_diff_to_eager': differences,
                'load_average_at_end': load_average(), 'images_per_s': {}, 'range': {}, 'samples': {},
                'ratios': {}, 'round_ratio_medians': {}}
     for (name, b), values in samples.items():
@@ -450,13 +553,18 @@ def main(argv=None):
                 results['round_ratio_medians'][f"{name}_vs_timm_b{b}"] = per_round
                 text += f"   {ratio:.2f}x timm (median of per-round ratios {per_round:.2f}x)"
             print(text)
-    for short, name in (('predictor_vs_timm_infer', 'ours_predictor_infer'),
-                        ('eager_vs_timm_infer', 'ours_eager_infer'), ('eager_vs_timm_train', 'ours_eager_train')):
+    print()
+    rates = results['images_per_s']
+    for short, (ours, ref) in KEY_RATIOS.items():
         for b in args.batch_sizes:
-            results[f"ratio_{short}_b{b}"] = results['ratios'].get(f"{name}_vs_timm_b{b}")
-    print(f"\nratio_predictor_vs_timm_infer_b8 = {results.get('ratio_predictor_vs_timm_infer_b8')}")
-    print(f"ratio_eager_vs_timm_infer_b8     = {results.get('ratio_eager_vs_timm_infer_b8')}")
-    print(f"ratio_eager_vs_timm_train_b8     = {results.get('ratio_eager_vs_timm_train_b8')}", flush=True)
+            have = f"{ours}_b{b}" in rates and f"{ref}_b{b}" in rates
+            key = f"ratio_{short}_b{b}"
+            results[key] = rates[f"{ours}_b{b}"] / rates[f"{ref}_b{b}"] if have else None
+            if have:
+                per_round = median([o / t for o, t in zip(samples[(ours, b)], samples[(ref, b)])])
+                results['round_ratio_medians'][f"{short}_b{b}"] = per_round
+                print(f"{key:<36} = {results[key]:.3f} (median of per-round ratios {per_round:.3f})")
+    sys.stdout.flush()
 
     results['memory'] = {} if args.no_memory else measure_memory(contenders, args.batch_sizes)
     if args.json:

@@ -77,7 +77,7 @@ def test_mismatches_are_named(exported, tmp_path):
         load_classifier(_config(image_size=112), prefix)
     with pytest.raises(PredictorError, match='no exported model'):
         Predictor(str(tmp_path / 'absent'))
-    with pytest.raises(PredictorError, match='neither a .pdparams checkpoint nor an exported model'):
+    with pytest.raises(PredictorError, match='neither a .pdparams checkpoint, an exported model prefix'):
         load_classifier(config, str(tmp_path / 'absent'))
     with pytest.raises(PredictorError, match=r'images must be \[N, 3, 56, 56\]'):
         Predictor(prefix)(np.zeros((1, 3, 64, 64), dtype='float32'))
@@ -95,8 +95,14 @@ def test_export_tool_writes_a_working_predictor(exported, tmp_path, capsys):
     assert main(['-cfg', str(cfg_file), '-pretrained', checkpoint, '-output', out, '--check']) == 0
     difference = float(capsys.readouterr().out.rsplit(':', 1)[1])
     assert difference < 1e-4
-    assert sorted(os.listdir(tmp_path / 'out')) == sorted(
-        os.path.basename(p) for p in exported_files(out) + (out + '.meta.json',))
+    # Exactly what the running Paddle's jit.save writes (Paddle 3: .json + .pdiparams; 2.6:
+    # .pdmodel + .pdiparams + .pdiparams.info), plus the meta data, and no temporary left over.
+    reference = tmp_path / 'jit_save'
+    paddle.jit.save(build_swin(config), str(reference / 'tiny_infer'),
+                    input_spec=[paddle.static.InputSpec([None, 3, 56, 56], 'float32', name='images')])
+    program_suffix = '.json' if int(paddle.__version__.split('.')[0]) >= 3 else '.pdmodel'
+    assert exported_files(out)[0] == out + program_suffix
+    assert sorted(os.listdir(tmp_path / 'out')) == sorted(os.listdir(reference) + ['tiny_infer.meta.json'])
 
 
 def test_training_and_inference_window_paths_agree():

@@ -1,16 +1,20 @@
-"""Export a trained Swin for fast inference with paddle.inference (see predictor.py).
+"""Export a trained Swin for fast inference with paddle.inference or ONNX Runtime (see predictor.py).
 
     python tools/export_model.py -cfg configs/swin_small_patch4_window7_224.yaml \
         -class_type coarse -pretrained output/coarse/best.pdparams -output output/coarse_infer
 
 writes output/coarse_infer.json (Paddle 3; .pdmodel on Paddle 2.6), .pdiparams and .meta.json.
-Pass the prefix wherever a .pdparams is accepted for evaluation (`-eval -pretrained PREFIX`,
-predict_video.py). --check runs one random batch through both and prints the largest logit
-difference (expected below 1e-4).
+With `-format onnx` it writes output/coarse_infer.onnx instead (converted by paddle2onnx; the
+meta data are inside it), and with `-int8` also output/coarse_infer.int8.onnx (MatMul / Gemm
+weights quantized to int8 by ONNX Runtime). Pass the prefix or the .onnx file wherever a .pdparams
+is accepted for evaluation (`-eval -pretrained PREFIX`, predict_video.py). --check runs one
+random batch through the eager model and every written model and prints the largest logit
+difference of each (float32: expected below 1e-4).
 """
 import argparse
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cpu_env  # noqa: E402,F401  (threads / MKL settings before paddle is imported)
@@ -21,7 +25,14 @@ from config import ConfigError, add_common_args, get_config, update_config  # no
 def main(argv=None):
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument('--check', action='store_true', help='compare predictor and eager logits on random input')
+    parser.add_argument('-format', choices=('paddle', 'onnx'), default='paddle',
+                        help='paddle: PREFIX.json|.pdmodel + .pdiparams for paddle.inference (default); '
+                             'onnx: PREFIX.onnx for ONNX Runtime')
+    parser.add_argument('-int8', action='store_true',
+                        help='also write PREFIX.int8.onnx, MatMul/Gemm weights in int8 (implies -format onnx)')
     args = parser.parse_args(argv)
+    if args.int8:
+        args.format = 'onnx'
     if not args.pretrained:
         parser.error('-pretrained: the .pdparams checkpoint to export is required')
     if not args.output:
@@ -30,13 +41,18 @@ def main(argv=None):
         config = update_config(get_config(), args)
     except ConfigError as err:
         parser.error(str(err))
-    output = args.output[:-len('.pdparams')] if args.output.endswith('.pdparams') else args.output
+    output = args.output
+    for suffix in ('.pdparams', '.int8.onnx', '.onnx'):
+        if output.endswith(suffix):
+            output = output[:-len(suffix)]
+            break
 
     import numpy as np
     import paddle
 
     from checkpoints import CheckpointError, load_pretrained
-    from predictor import Predictor, export_model
+    from predictor import (INT8_ONNX_SUFFIX, ONNX_SUFFIX, OnnxPredictor, Predictor, PredictorError,
+                           export_model, export_onnx)
     from swin_transformer import build_swin
 
     # Exporting is device-independent; CPU avoids taking a GPU another job may be using.
@@ -47,16 +63,34 @@ def main(argv=None):
     except CheckpointError as err:
         sys.exit(f"error: -pretrained {err}")
     model.eval()
-    prefix = export_model(model, config, output)
-    print(f"exported {args.pretrained} ({config.MODEL.NUM_CLASSES} classes, "
-          f"{config.DATA.IMAGE_SIZE}px) to {prefix}.*")
+    if args.format == 'paddle':
+        prefix = export_model(model, config, output)
+        written = {'predictor': (Predictor, prefix)}
+    else:
+        # The Paddle program is only the converter's input: it goes to a temporary folder.
+        folder = os.path.dirname(os.path.abspath(output))
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix='.export-onnx-', dir=folder) as tmp:
+            program = export_model(model, config, os.path.join(tmp, 'model'))
+            try:
+                files = export_onnx(program, output + ONNX_SUFFIX,
+                                    int8_file=output + INT8_ONNX_SUFFIX if args.int8 else None)
+            except PredictorError as err:
+                sys.exit(f"error: {err}")
+        written = {'onnx float32': (OnnxPredictor, files[0])}
+        if args.int8:
+            written['onnx int8'] = (OnnxPredictor, files[1])
+    for path in [prefix + '.*'] if args.format == 'paddle' else [path for _, path in written.values()]:
+        print(f"exported {args.pretrained} ({config.MODEL.NUM_CLASSES} classes, "
+              f"{config.DATA.IMAGE_SIZE}px) to {path}")
     if args.check:
         size = int(config.DATA.IMAGE_SIZE)
         images = np.random.RandomState(0).randn(2, int(config.DATA.IMAGE_CHANNELS), size, size).astype('float32')
         with paddle.no_grad():
             eager = model(paddle.to_tensor(images)).numpy()
-        exported = Predictor(prefix)(images)
-        print(f"max |predictor - eager| logit difference: {np.abs(exported - eager).max():.2e}")
+        for name, (runner, path) in written.items():
+            logits = runner(path)(images)
+            print(f"max |{name} - eager| logit difference: {np.abs(logits - eager).max():.2e}")
     return 0
 
 

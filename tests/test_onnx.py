@@ -1,0 +1,144 @@
+"""ONNX export and ONNX Runtime inference: the same logits as the eager model (float32), a really
+quantized int8 variant, and .onnx files accepted by load_classifier, -eval and predict_video.py."""
+import argparse
+import os
+
+import numpy as np
+import onnx
+import paddle
+import pytest
+from PIL import Image
+
+import engine
+import predict_video
+from config import get_config, update_config
+from predictor import (OnnxPredictor, PredictorError, export_model, export_onnx, load_classifier)
+from swin_transformer import build_swin
+
+
+def _tiny_config(cfg_file, class_type='coarse'):
+    return update_config(get_config(cfg_file), argparse.Namespace(class_type=class_type))
+
+
+@pytest.fixture(scope='module')
+def onnx_models(tmp_path_factory, tiny_cfg_file):
+    paddle.seed(0)
+    config = _tiny_config(tiny_cfg_file)
+    model = build_swin(config)
+    # Random init gives near-zero logits for any input; a much wider head makes 1e-4 meaningful.
+    model.fc.weight.set_value(np.random.RandomState(0).randn(*model.fc.weight.shape).astype('float32') * 20)
+    model.eval()
+    folder = tmp_path_factory.mktemp('onnx')
+    checkpoint = str(folder / 'coarse.pdparams')
+    paddle.save(model.state_dict(), checkpoint)
+    program = export_model(model, config, str(folder / 'program' / 'coarse'))
+    float32, int8 = export_onnx(program, str(folder / 'coarse.onnx'), int8_file=str(folder / 'coarse.int8.onnx'))
+    return {'config': config, 'model': model, 'checkpoint': checkpoint, 'float32': float32, 'int8': int8,
+            'cfg_file': tiny_cfg_file, 'folder': folder}
+
+
+def _images(batch, seed, size):
+    return np.random.RandomState(seed).randn(batch, 3, size, size).astype('float32')
+
+
+def _eager(model, images):
+    with paddle.no_grad():
+        return model(paddle.to_tensor(images)).numpy()
+
+
+def test_onnx_matches_eager_for_any_batch_size(onnx_models):
+    predictor = OnnxPredictor(onnx_models['float32'], threads=1)
+    size = int(onnx_models['config'].DATA.IMAGE_SIZE)
+    assert predictor.meta['num_classes'] == 5 and predictor.meta['image_size'] == size
+    assert predictor.backend.startswith('ONNX Runtime') and 'float32' in predictor.backend
+    for batch in (1, 3):
+        images = _images(batch, batch, size)
+        expected = _eager(onnx_models['model'], images)
+        assert np.abs(expected).max() > 0.5
+        logits = predictor(images)
+        assert logits.shape == (batch, 5)
+        assert np.abs(logits - expected).max() < 1e-4
+    with pytest.raises(PredictorError, match=rf'images must be \[N, 3, {size}, {size}\]'):
+        predictor(np.zeros((1, 3, size + 8, size + 8), np.float32))
+
+
+def test_int8_model_quantizes_every_matmul_and_stays_close(onnx_models):
+    graph = onnx.load(onnx_models['int8']).graph
+    weights = {init.name for init in graph.initializer}
+    ops = [node.op_type for node in graph.node]
+    assert 'MatMulInteger' in ops and 'DynamicQuantizeLinear' in ops
+    # No float matrix product with a stored weight is left: all of them run in int8.
+    assert not [n.name for n in graph.node if n.op_type in ('MatMul', 'Gemm') and set(n.input) & weights]
+    predictor = OnnxPredictor(onnx_models['int8'])
+    assert 'int8' in predictor.backend and predictor.meta['num_classes'] == 5
+    images = _images(16, 5, int(onnx_models['config'].DATA.IMAGE_SIZE))
+    quantized, expected = predictor(images), _eager(onnx_models['model'], images)
+    assert np.corrcoef(quantized.ravel(), expected.ravel())[0, 1] > 0.99
+    assert 0 < np.abs(quantized - expected).max() < 0.1 * np.abs(expected).max()
+
+
+def test_load_classifier_runs_onnx_and_names_mismatches(onnx_models, tiny_cfg_file, tmp_path):
+    config = onnx_models['config']
+    classify = load_classifier(config, onnx_models['float32'])
+    size = int(config.DATA.IMAGE_SIZE)
+    images = _images(2, 9, size)
+    assert isinstance(classify, OnnxPredictor)
+    assert np.abs(classify(paddle.to_tensor(images)) - _eager(onnx_models['model'], images)).max() < 1e-4
+    with pytest.raises(PredictorError, match='exported model has 5 classes but the config has 4'):
+        load_classifier(_tiny_config(tiny_cfg_file, 'negative'), onnx_models['int8'])
+    bigger = config.clone()
+    bigger.defrost()
+    bigger.DATA.IMAGE_SIZE = 2 * size
+    with pytest.raises(PredictorError, match=f'exported for {size}px'):
+        load_classifier(bigger, onnx_models['float32'])
+    with pytest.raises(PredictorError, match='absent.onnx: ONNX model not found'):
+        load_classifier(config, str(tmp_path / 'absent.onnx'))
+    broken = tmp_path / 'broken.onnx'
+    broken.write_bytes(b'not a model')
+    with pytest.raises(PredictorError, match='broken.onnx: ONNX Runtime cannot load it'):
+        load_classifier(config, str(broken))
+    with pytest.raises(PredictorError, match='needs onnxruntime-gpu'):
+        load_classifier(config, onnx_models['float32'], device='gpu')
+
+
+def test_export_tool_writes_float32_and_int8_onnx(onnx_models, tmp_path, capsys):
+    from tools.export_model import main
+    out = str(tmp_path / 'out' / 'tiny_infer')
+    assert main(['-cfg', onnx_models['cfg_file'], '-class_type', 'coarse', '-pretrained',
+                 onnx_models['checkpoint'], '-output', out, '-int8', '--check']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    differences = {line.split(' - eager|')[0][len('max |'):]: float(line.rsplit(':', 1)[1])
+                   for line in lines if line.startswith('max |')}
+    assert set(differences) == {'onnx float32', 'onnx int8'}
+    assert differences['onnx float32'] < 1e-4
+    # Only the two ONNX files remain: the Paddle program was the converter's temporary input.
+    assert sorted(os.listdir(tmp_path / 'out')) == ['tiny_infer.int8.onnx', 'tiny_infer.onnx']
+
+
+def test_eval_on_onnx_writes_the_same_predictions(onnx_models, tiny_config, tmp_path):
+    def evaluate(weights, output):
+        cfg = tiny_config.clone()
+        cfg.defrost()
+        cfg.SAVE, cfg.EVAL, cfg.MODEL.PRETRAINED = str(output), True, weights
+        cfg.freeze()
+        engine.run(cfg)
+        return np.load(output / 'predictions.npz')
+
+    eager = evaluate(onnx_models['checkpoint'], tmp_path / 'eager')
+    fast = evaluate(onnx_models['float32'], tmp_path / 'onnx')
+    assert list(fast['paths']) == list(eager['paths']) and len(eager['paths']) > 0
+    assert list(fast['labels']) == list(eager['labels'])
+    assert np.abs(fast['logits'] - eager['logits']).max() < 1e-4
+
+
+def test_predict_video_model_accepts_onnx(onnx_models, tmp_path):
+    cfg = onnx_models['cfg_file']
+    _, weights, _ = predict_video.resolve_model('coarse', cfg, onnx_models['float32'])
+    faces = [Image.fromarray(np.random.RandomState(i).randint(0, 255, (48, 48, 3), dtype=np.uint8))
+             for i in range(3)]
+    from_onnx = predict_video.Model('coarse', cfg, weights)
+    from_checkpoint = predict_video.Model('coarse', cfg, onnx_models['checkpoint'])
+    assert 'ONNX Runtime' in from_onnx.classify.backend and 'eager' in from_checkpoint.classify.backend
+    assert np.abs(from_onnx(faces) - from_checkpoint(faces)).max() < 1e-4
+    with pytest.raises(predict_video.UsageError, match='missing.onnx: file not found'):
+        predict_video.resolve_model('coarse', cfg, str(tmp_path / 'missing.onnx'))

@@ -191,6 +191,7 @@ def find_resume_checkpoint(output_dir, logger):
 
 
 def check_num_classes(state, path, config):
+    """Refuse a checkpoint whose classifier does not match the class type being trained."""
     found = checkpoint_num_classes(state['model'])
     wanted = config.MODEL.NUM_CLASSES
     if found is not None and found != wanted:
@@ -264,6 +265,7 @@ def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
 
 
 def prune_periodic(output_dir, keep):
+    """Keep only the newest `keep` periodic `Epoch-E-Loss-L.pdparams` files (best/last untouched)."""
     found = []
     for path in glob.glob(os.path.join(output_dir, 'Epoch-*-Loss-*.pdparams')):
         match = CHECKPOINT_RE.match(os.path.basename(path))
@@ -277,6 +279,7 @@ def prune_periodic(output_dir, keep):
 # The run's output folder: history and lock
 
 def append_history(output_dir, record):
+    """Add (or, after a resume, replace) one epoch's record in OUTPUT/history.json, atomically."""
     path = os.path.join(output_dir, 'history.json')
     history = []
     if os.path.isfile(path):

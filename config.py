@@ -7,12 +7,12 @@ files to merge first), `update_config(config, args)` applies command-line flags 
 did. Keys this project adds are marked "added"; the defaults of the added keys reproduce what the
 release executed, and configs/swin_small_patch4_window7_224_fixed.yaml turns every fix on.
 """
-import argparse
 import os
 
 import yaml
 from yacs.config import CfgNode as CN
 
+from console import ArgumentParser
 from errors import UsageError
 from labels import NUM_CLASSES, check_class_type
 
@@ -39,7 +39,7 @@ _C.DATA.IMAGE_CHANNELS = 3
 _C.DATA.CROP_PCT = 0.9  # validation resize = floor(IMAGE_SIZE / CROP_PCT), then center crop
 _C.DATA.NUM_WORKERS = 2
 # added: batches each loader worker keeps ready, and whether workers hand batches over through
-# shared memory (5-6x the rate of pipes for float32 batches of 256 here; benchmarks/RESULTS.md).
+# shared memory (much faster than pipes for float32 batches; benchmarks/RESULTS.md).
 # If /dev/shm cannot hold them, the loader keeps 1 batch per worker or else uses pipes, and says
 # so, instead of dying with a bus error inside a worker.
 _C.DATA.PREFETCH_FACTOR = 2
@@ -278,8 +278,8 @@ def add_common_args(parser):
     parser.add_argument('-num_classes', type=int, default=None)
     parser.add_argument('-output', type=str, default=None, help='output folder')
     parser.add_argument('-pretrained', type=str, default=None,
-                        help='.pdparams to start from; with -eval the model to evaluate (a .pdparams '
-                             'or the prefix of an exported predictor from tools/export_model.py)')
+                        help='.pdparams to start from; with -eval the model to evaluate (a .pdparams, '
+                             'the prefix of an exported predictor or a .onnx file from tools/export_model.py)')
     parser.add_argument('-resume', type=str, default=None, help="checkpoint to resume, or 'auto'")
     parser.add_argument('-last_epoch', type=int, default=None)
     parser.add_argument('-accum_iter', type=int, default=None)
@@ -294,4 +294,5 @@ def add_common_args(parser):
 
 
 def get_arguments(argv=None, description='CFC-SP Swin'):
-    return add_common_args(argparse.ArgumentParser(description)).parse_args(argv)
+    """Parse the common flags (a mistake raises UsageError, see console.ArgumentParser)."""
+    return add_common_args(ArgumentParser(description)).parse_args(argv)

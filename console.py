@@ -1,7 +1,12 @@
-"""Console logging shared by the command-line tools: plain progress lines on stderr, and
-warnings and errors prefixed `warning:` / `error:` so they stand out without a traceback."""
+"""What every command-line tool shares: console logging (plain progress lines on stderr,
+warnings and errors prefixed `warning:` / `error:`), an argument parser whose mistakes are
+reported like every other error, and the entry wrapper that turns the project's errors into one
+`error: ...` line and an exit code (errors.py: 2 for a bad flag or input, 1 for a failure)."""
+import argparse
 import logging
 import sys
+
+from errors import CfcspError, UsageError
 
 
 class _LevelPrefix(logging.Formatter):
@@ -18,3 +23,21 @@ def setup(log, propagate=True):
     log.setLevel(logging.INFO)
     log.propagate = propagate
     return log
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse.ArgumentParser whose errors (unknown flag, bad value, `parser.error`) raise
+    UsageError, so they reach the user as one `error: ...` line with exit code 2."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def run_command(function, *args, **kwargs):
+    """Call a tool's main body; its return value is the exit code (None: 0). A CfcspError ends as
+    one `error: <message>` line on stderr and the error's exit code, without a traceback."""
+    try:
+        return int(function(*args, **kwargs) or 0)
+    except CfcspError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return err.exit_code

@@ -23,6 +23,7 @@ def _available_cores():
 
 def processes_on_this_machine():
     # paddle.distributed.launch starts one process per device; they share the cores.
+    """How many training processes paddle.distributed.launch started on this machine (1 when run directly)."""
     for name in ('PADDLE_LOCAL_SIZE', 'PADDLE_TRAINERS_NUM'):
         value = os.environ.get(name, '')
         if value.isdigit() and int(value) > 0:
@@ -31,10 +32,12 @@ def processes_on_this_machine():
 
 
 def threads_per_process():
+    """The cores this process may use: the available cores shared out between the local processes."""
     return max(1, _available_cores() // processes_on_this_machine())
 
 
 def apply():
+    """Set the thread, MKL and Paddle flag environment variables the user has not set."""
     threads = str(threads_per_process())
     os.environ.setdefault('OMP_NUM_THREADS', threads)
     os.environ.setdefault('MKL_NUM_THREADS', threads)

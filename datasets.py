@@ -216,6 +216,7 @@ class RandomApply:
 
 
 class RandomRotation:
+    """Rotate by an angle drawn uniformly from [-degrees, degrees] (nearest neighbour, corners black)."""
     def __init__(self, degrees):
         self.degrees = degrees
 
@@ -249,11 +250,13 @@ class RandomResizedCrop:
 
 
 class RandomHorizontalFlip:
+    """Mirror the image left-right with probability 0.5."""
     def __call__(self, img):
         return img.transpose(Image.FLIP_LEFT_RIGHT) if random.random() < 0.5 else img
 
 
 class Grayscale:
+    """Grey image in three identical channels."""
     def __call__(self, img):
         return img.convert('L').convert('RGB')
 
@@ -277,6 +280,7 @@ class ColorJitter:
 
 
 class GaussianBlur:
+    """Gaussian blur with a radius drawn uniformly from `sigma`."""
     def __init__(self, sigma=(0.1, 2.0)):
         self.sigma = sigma
 
@@ -302,6 +306,7 @@ class Resize:
 
 
 class CenterCrop:
+    """The central size x size square."""
     def __init__(self, size):
         self.size = size
 
@@ -367,6 +372,7 @@ class RandomErasing:
 
 
 class Compose:
+    """Apply transforms one after the other."""
     def __init__(self, transforms):
         self.transforms = transforms
 
@@ -396,6 +402,7 @@ def train_transform(config):
 
 
 def val_transform(config):
+    """The release's validation transform: resize to floor(size / CROP_PCT), center crop, normalise."""
     size = config.DATA.IMAGE_SIZE
     return Compose([
         Resize(int(math.floor(size / config.DATA.CROP_PCT)), Image.BICUBIC),
@@ -414,6 +421,7 @@ except ImportError:  # keeps sample discovery usable by tools that do not import
 
 
 def load_image(path):
+    """Decode a face image as RGB now, or raise BadImageError naming the file."""
     try:
         with Image.open(path) as img:
             img.load()  # decode now so a truncated file fails here, not inside a transform

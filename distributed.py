@@ -16,6 +16,7 @@ def world():
 
 
 def setup_device(config, logger):
+    """Select the device from DEVICE (empty: GPU when Paddle sees one, else CPU); returns 'gpu' or 'cpu'."""
     wanted = config.DEVICE or ''
     has_cuda = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if not wanted:
@@ -31,6 +32,7 @@ def setup_device(config, logger):
 
 
 def make_logger(output_dir, rank):
+    """A per-rank logger to stdout and, for rank 0, OUTPUT/log-0.txt."""
     logger = logging.getLogger(f"cfcsp.engine.{rank}.{output_dir}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -48,6 +50,7 @@ def make_logger(output_dir, rank):
 
 
 def all_reduce_mean(value, world_size):
+    """The mean of a float over the processes (the value itself in one process)."""
     if world_size == 1:
         return value
     tensor = paddle.to_tensor([value], dtype='float64')
@@ -56,6 +59,7 @@ def all_reduce_mean(value, world_size):
 
 
 def all_gather_array(array, world_size):
+    """Every process's array, concatenated in rank order (the array itself in one process)."""
     if world_size == 1:
         return array
     parts = []

@@ -8,7 +8,6 @@ weights, train epoch by epoch (validating and saving), or with -eval only evalua
 the output folder are handled by checkpoints.py, the data by datasets.py and loader.py, the
 optimiser pieces by optim.py and mixup.py, processes and devices by distributed.py.
 """
-import argparse
 import datetime
 import hashlib
 import json
@@ -24,6 +23,7 @@ import paddle.nn.functional as F
 
 import checkpoints
 import config as config_module
+import console
 import datasets
 import labels as abaw_labels
 import swin_transformer
@@ -148,15 +148,15 @@ def score(logits, labels, class_names):
 
 
 class ExportedModel:
-    """An exported predictor (tools/export_model.py) in the eager model's place for -eval: the
-    fast CPU path, giving the same logits within 1e-4."""
+    """An exported model (tools/export_model.py: a paddle.inference prefix or a .onnx file) in the
+    eager model's place for -eval: the fast CPU path, giving the same logits within 1e-4."""
 
-    def __init__(self, prefix, config, device, logger):
+    def __init__(self, path, config, device, logger):
         try:
-            self.classify = load_classifier(config, prefix, device)
+            self.classify = load_classifier(config, path, device)
         except PredictorError as err:
             raise CheckpointError(str(err)) from None
-        logger.info(f"-eval through the exported predictor {prefix}")
+        logger.info(f"-eval through {self.classify.backend}: {path}")
 
     def eval(self):
         return self
@@ -166,6 +166,7 @@ class ExportedModel:
 
 
 def evaluate(model, loader, dataset, class_names, world_size=1):
+    """Predict every sample once and score the labelled ones: {paths, logits, labels, skipped, scores}."""
     index, logits, skipped = predict(model, loader, world_size)
     if skipped and not dataset.skip_bad_images:
         bad = sorted(set(range(len(dataset))) - set(index.tolist()))
@@ -179,6 +180,7 @@ def evaluate(model, loader, dataset, class_names, world_size=1):
 
 
 def write_predictions(output_dir, result, class_names, class_type):
+    """Write predictions.npz (paths, logits, labels, class names and type), atomically."""
     with atomic_path(os.path.join(output_dir, 'predictions.npz')) as tmp:
         np.savez(tmp, paths=np.array(result['paths'], dtype=str),
                  logits=result['logits'].astype(np.float32), labels=result['labels'].astype(np.int64),
@@ -431,18 +433,19 @@ def run(config, output_given=True, distributed=False):
 
 
 def build_parser(description):
-    return config_module.add_common_args(argparse.ArgumentParser(description))
+    """The release's flags plus this project's (config.add_common_args)."""
+    return config_module.add_common_args(console.ArgumentParser(description))
 
 
 def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluation'):
-    """Command-line entry: every expected failure ends as one 'error: ...' line and its exit code."""
-    args = build_parser(description).parse_args(argv)
+    """Command-line entry: every expected failure ends as one 'error: ...' line (naming the rank
+    after the first) and its exit code: 2 for a bad flag or input, 1 for a failure while running."""
     try:
+        args = build_parser(description).parse_args(argv)
         config = config_module.update_config(config_module.get_config(), args)
         run(config, output_given=bool(args.output), distributed=distributed)
-    except (CfcspError, datasets.DataError, abaw_labels.AnnotationError, config_module.ConfigError,
-            ValueError, FileNotFoundError) as err:
+    except CfcspError as err:
         rank = paddle.distributed.get_rank()
         print(f"error{f' (rank {rank})' if rank else ''}: {err}", file=sys.stderr, flush=True)
-        return getattr(err, 'exit_code', 2)
+        return err.exit_code
     return 0

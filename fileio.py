@@ -7,6 +7,8 @@ import contextlib
 import os
 import tempfile
 
+from errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -59,5 +61,5 @@ def check_writable_dir(path, flag='-output'):
         with tempfile.NamedTemporaryFile(dir=path, prefix='.write_test'):
             pass
     except OSError as err:
-        raise SystemExit(f"error: {flag} {path}: cannot write there ({err.strerror})") from None
+        raise UsageError(f"{flag} {path}: cannot write there ({err.strerror})") from None
     return path

@@ -29,6 +29,7 @@ class AnnotationError(UsageError):
 
 
 def check_class_type(class_type):
+    """Return `class_type` if it is all, coarse or negative, else raise ValueError naming the choices."""
     if class_type not in CLASS_NAMES:
         raise ValueError(f"unknown class_type '{class_type}': choose one of {', '.join(CLASS_NAMES)}")
     return class_type

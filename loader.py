@@ -107,8 +107,8 @@ def build_loader(dataset, config, train, rank, world_size, logger=None):
     shared = bool(config.DATA.USE_SHARED_MEMORY) and workers > 0
     if shared:
         # A docker container's default /dev/shm is 64 MB; overflowing it kills a worker with a
-        # bus error that names nothing, so check up front. Pipes carry float32 batches 5-6x slower
-        # than shared memory here (benchmarks/RESULTS.md), so first try fewer batches in flight.
+        # bus error that names nothing, so check up front. Pipes carry float32 batches much more
+        # slowly than shared memory (benchmarks/RESULTS.md), so first try fewer batches in flight.
         processes = cpu_env.processes_on_this_machine()
         fits, needed, free = shared_memory_fits(config, batch_size, workers, processes)
         if not fits:

@@ -45,12 +45,26 @@ if ROOT not in sys.path:
 import cpu_env  # noqa: E402,F401  (threads and MKL settings before paddle is imported)
 import numpy as np  # noqa: E402
 
+import cv2  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import config as config_module  # noqa: E402
 import console  # noqa: E402
+import datasets  # noqa: E402
+from errors import UsageError  # noqa: E402
 from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
+from plots import plot_timeline  # noqa: E402
+from predictor import exported_files, load_classifier  # noqa: E402
+from preprocess.faceloop import (FALLBACK_FPS, VIDEO_FAILURES, Detector, FaceLoop,  # noqa: E402
+                                 StageClock, default_workers, video_failure)
 from preprocess.faces import FaceSettings  # noqa: E402
 from preprocess.jobs import PlanError, find_videos  # noqa: E402
-from preprocess.video import VIDEO_EXTENSIONS, probe_frame_rate  # noqa: E402
+from preprocess.pipeline import clean_stale_temporaries  # noqa: E402
+from preprocess.video import (VIDEO_EXTENSIONS, iter_frames, probe_frame_count,  # noqa: E402
+                              probe_frame_rate, write_video)
+from smooth_predict import (Smoothing, add_smoothing_arguments, check_smoothing_flags,  # noqa: E402
+                            fill_missing, smoothing_from_args)
 
 log = logging.getLogger('predict_video')
 
@@ -67,13 +81,10 @@ PEOPLE_HEADER = ['person', 'frames', 'first_frame', 'last_frame', 'x1', 'y1', 'x
 FACE_DEFAULTS = FaceSettings()
 
 
-class UsageError(ValueError):
-    """A bad flag or input path; the message names it."""
-
-
 # ----------------------------------------------------------------------------- models
 
 def demo_weights(kind):
+    """Where `make demo` leaves its trained `kind` model."""
     return os.path.join(DEMO_WORK, f'train_{kind}', 'best.pdparams')
 
 
@@ -86,7 +97,6 @@ def resolve_model(kind, cfg, weights):
                              f"run `make demo` to train it, or pass -{kind}_weights (a .pdparams "
                              "checkpoint, a tools/export_model.py prefix or .onnx file)")
         return cfg or DEMO_CFG, weights, 'demo model from `make demo`'
-    from predictor import exported_files
     if weights.endswith(('.pdparams', '.onnx')):
         if not os.path.isfile(weights):
             raise UsageError(f"-{kind}_weights {weights}: file not found")
@@ -100,10 +110,6 @@ class Model:
     """One of the two Swin classifiers with the validation transform of its own config."""
 
     def __init__(self, kind, cfg_file, weights, device='cpu'):
-        import config as config_module
-        import datasets
-        from predictor import load_classifier
-
         if not os.path.isfile(cfg_file):
             raise UsageError(f"-{kind}_cfg {cfg_file}: file not found")
         # Exactly what `main_single_gpu.py -cfg CFG -class_type KIND -eval` builds.
@@ -130,10 +136,6 @@ def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps
     release's SP) does not read them: hard fusion, fused mode or K = 0, coarse label not
     Negative), seconds per stage (decode, detect, track, align, classify).
     """
-    import datasets
-    from preprocess.faceloop import FaceLoop, StageClock
-    from smooth_predict import Smoothing
-
     smoothing = smoothing or Smoothing()
     clock = StageClock()
     coarse_model, negative_model = models
@@ -213,8 +215,6 @@ def fuse_and_smooth(analysis, smoothing=None):
     """(smoothed fused probabilities [N, 8] of the face frames, label of every frame [T]) by
     smooth_predict's rules: `smoothing` (default the release's SP) over frame numbers, fusion,
     argmax, faceless frames filled."""
-    from smooth_predict import Smoothing, fill_missing
-
     smoothing = smoothing or Smoothing()
     smoothed = smoothing.apply(analysis['coarse_logits'], analysis['negative_logits'],
                                frames=analysis['face_frames'])
@@ -223,12 +223,14 @@ def fuse_and_smooth(analysis, smoothing=None):
 
 
 def per_frame_probs(analysis, smoothed):
+    """[T, 8] smoothed probabilities by frame, NaN rows where no face was classified."""
     probs = np.full((analysis['frames'], len(ABAW_CLASSES)), np.nan)
     probs[analysis['face_frames'] - 1] = smoothed
     return probs
 
 
 def write_frame_csv(path, analysis, probs, labels, fps):
+    """One CSV row per frame: time, face box and probability, the 8 probabilities and the label."""
     with atomic_open(path, 'w', encoding='utf-8', newline='') as f:
         writer = csv.writer(f, lineterminator='\n')
         writer.writerow(CSV_HEADER)
@@ -262,9 +264,6 @@ def _draw_label(frame, text, anchor, colour, scale, thickness):
 def annotated_frames(path, people):
     """The decoded frames with each person's box and label drawn: people is [(number, boxes [T, 4],
     labels [T])]; with one person no number is drawn, and its label stays (grey) where no face is."""
-    import cv2
-    from preprocess.video import iter_frames
-
     numbered = len(people) > 1
     for index, frame in enumerate(iter_frames(path)):
         frame = frame.copy()
@@ -286,6 +285,7 @@ def annotated_frames(path, people):
 
 
 def output_paths(out_dir, name, annotate):
+    """{kind: path} of one output name's files (txt, timeline, csv, and the annotated video)."""
     paths = {'txt': os.path.join(out_dir, name + '.txt'),
              'timeline': os.path.join(out_dir, name + '_timeline.png'),
              'csv': os.path.join(out_dir, name + '.csv')}
@@ -295,6 +295,7 @@ def output_paths(out_dir, name, annotate):
 
 
 def person_name(name, number, people_count):
+    """The output name of person `number`: the video's own name when only one person is reported."""
     return name if people_count == 1 else f"{name}_person{number}"
 
 
@@ -316,9 +317,6 @@ def is_finished(out_dir, name, annotate, people):
 def write_outputs(path, name, out_dir, people, smoothing, annotate, fps):
     """Each reported person's CSV, TXT and timeline (one person: unsuffixed names), the annotated
     video, and for several people the people CSV last. Returns {output name: labels}."""
-    from plots import plot_timeline
-    from preprocess.video import write_video
-
     drawn, written = [], {}
     for number, analysis in people:
         output = person_name(name, number, len(people))
@@ -349,7 +347,7 @@ def write_outputs(path, name, out_dir, people, smoothing, annotate, fps):
 # ----------------------------------------------------------------------------- command line
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = console.ArgumentParser(
         prog='predict_video.py',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Per-frame facial expressions (the 8 Aff-Wild2 classes) of a video, or of every\n'
@@ -380,7 +378,6 @@ def build_parser():
     for kind in MODEL_KINDS:
         parser.add_argument(f'-{kind}_cfg', help=f'YAML config of the {kind} model')
         parser.add_argument(f'-{kind}_weights', help=f'{kind} model: .pdparams, exported prefix or .onnx file')
-    from smooth_predict import add_smoothing_arguments
     add_smoothing_arguments(parser)
     parser.add_argument('-device', choices=('cpu', 'gpu'), default='cpu',
                         help='where the models and face detection run')
@@ -414,7 +411,6 @@ def build_parser():
 
 
 def _check_args(parser, args):
-    from smooth_predict import check_smoothing_flags
     check_smoothing_flags(parser, args)
     if args.workers is not None and args.workers < 0:
         parser.error(f"-workers must be >= 0, got {args.workers}")
@@ -422,10 +418,7 @@ def _check_args(parser, args):
         parser.error(f"-classify_batch must be >= 1, got {args.classify_batch}")
     if args.min_track_s < 0:
         parser.error(f"-min_track_s must be >= 0, got {args.min_track_s}")
-    try:
-        face_settings(args)
-    except UsageError as err:
-        parser.error(str(err))
+    face_settings(args)
 
 
 def face_settings(args):
@@ -461,6 +454,7 @@ def _fps_text(frames, seconds):
 
 
 def stage_report(frames, faces, seconds, wall):
+    """One line of frames/s end to end and per stage."""
     parts = [f"{stage} {_fps_text(frames, seconds.get(stage, 0.0))}"
              for stage in ('decode', 'detect', 'track', 'align', 'classify')]
     classify = seconds.get('classify', 0.0)
@@ -469,7 +463,7 @@ def stage_report(frames, faces, seconds, wall):
 
 
 def run(args):
-    from smooth_predict import smoothing_from_args
+    """Predict every video of the input; returns {done, skipped, no_face, failures, totals}."""
     smoothing = smoothing_from_args(args)
     settings = face_settings(args)
     videos = find_inputs(args.input)
@@ -479,13 +473,6 @@ def run(args):
     specs = {kind: resolve_model(kind, getattr(args, f'{kind}_cfg'), getattr(args, f'{kind}_weights'))
              for kind in MODEL_KINDS}
     check_writable_dir(args.output, '-output')
-
-    # Heavy imports only once the arguments are known to be good, so mistakes are reported fast.
-    from tqdm import tqdm
-
-    from preprocess.faceloop import FALLBACK_FPS, VIDEO_FAILURES, Detector, default_workers, video_failure
-    from preprocess.pipeline import clean_stale_temporaries
-    from preprocess.video import probe_frame_count
 
     clean_stale_temporaries(args.output)  # what a killed run left never looks finished
 
@@ -557,17 +544,17 @@ def run(args):
 
 
 def main(argv=None):
-    """Command-line entry; returns the exit code (1 when a video failed)."""
+    """Command-line entry; returns the exit code: 1 when a video failed, 2 for a bad flag or
+    input (one `error:` line, see console.py)."""
+    return console.run_command(_parse_and_run, argv)
+
+
+def _parse_and_run(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
     console.setup(log, propagate=False)
-    try:
-        result = run(args)
-    except UsageError as err:
-        raise SystemExit(f"error: {err}") from None
-    except ValueError as err:  # config / checkpoint errors: CheckpointError, PredictorError, yacs
-        raise SystemExit(f"error: {type(err).__name__}: {err}") from None
+    result = run(args)
     return 1 if result['failures'] else 0
 
 

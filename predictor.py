@@ -26,6 +26,7 @@ import cpu_env  # noqa: F401  (threading / MKL settings before paddle is importe
 import numpy as np
 import paddle
 
+from errors import UsageError
 from fileio import atomic_path
 
 PARAMS_SUFFIX = '.pdiparams'
@@ -37,7 +38,7 @@ INT8_ONNX_SUFFIX = '.int8.onnx'
 ONNX_OPSET = 17
 
 
-class PredictorError(ValueError):
+class PredictorError(UsageError):
     pass
 
 
@@ -89,6 +90,7 @@ def export_model(model, config, out_prefix):
 
 
 def read_meta(path_prefix):
+    """The exported model's meta data (classes, image size, ...) from PREFIX.meta.json; {} without one."""
     path = path_prefix + META_SUFFIX
     if not os.path.isfile(path):
         return {}

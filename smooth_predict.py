@@ -15,21 +15,23 @@ the fused 8-class probabilities with their window mean instead. The rules (fusio
 window definition, tie-breaking, filling) are documented on the functions below;
 `predict_video.py` reuses them.
 """
-import argparse
 import json
 import logging
 import os
+import sys
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import console
+from errors import UsageError
 from fileio import atomic_open, check_writable_dir, is_inside, is_temporary
 from labels import (ABAW_CLASSES, ANNOTATION_HEADER, CLASS_NAMES, COARSE_CLASSES,
-                    NEGATIVE_CLASSES, NEGATIVE_TO_ABAW, AnnotationError, read_annotation,
+                    NEGATIVE_CLASSES, NEGATIVE_TO_ABAW, read_annotation,
                     read_video_list, write_annotation)
 from metrics import classification_scores, format_table, macro_f1
+from plots import plot_confusion, plot_timeline
 
 log = logging.getLogger('smooth_predict')
 
@@ -52,7 +54,7 @@ COARSE_TO_ABAW = tuple(ABAW_CLASSES.index(name) if name != 'Negative' else -1
 _COARSE_KEPT = [c for c in range(len(COARSE_CLASSES)) if c != COARSE_NEGATIVE]
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """Unusable input; the message is one line that names the file (or flag) at fault."""
 
 
@@ -218,6 +220,7 @@ def align(coarse, negative):
 # ----------------------------------------------------------------------------- the rules
 
 def softmax(logits):
+    """Row-wise softmax, stable for large logits."""
     logits = np.asarray(logits, dtype=np.float64)
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -774,7 +777,7 @@ def write_csv(path, table, frame_labels):
 
 
 def write_plots(folder, table, smoothed, frame_labels, count, scores=None, setting_text=''):
-    from plots import plot_confusion, plot_timeline
+    """The confusion matrix and the timelines of the first `count` annotated videos."""
     written = []
     # Annotated videos first: a timeline with ground truth says more.
     order = sorted(range(len(table.video_names)),
@@ -798,7 +801,8 @@ def write_plots(folder, table, smoothed, frame_labels, count, scores=None, setti
 # ----------------------------------------------------------------------------- command line
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    """The command line of smooth_predict.py."""
+    parser = console.ArgumentParser(
         description='Smooth coarse and negative model predictions over time, fuse them into ABAW '
                     'EXPR labels, score them and write submission files. Without flags: '
                     "-smooth_on logits -window 2 -fusion soft, Smooth Predicting as the release's "
@@ -884,6 +888,7 @@ def _check_args(parser, args):
 
 
 def run(args):
+    """Fuse, smooth, score and write the outputs; returns the metrics written to metrics.json."""
     setting = smoothing_from_args(args)
     figure = Smoothing('logits', args.fusion, FIGURE_WINDOW)
     coarse = load_predictions(args.coarse, 'coarse')
@@ -956,15 +961,18 @@ def run(args):
 
 
 def main(argv=None):
+    """Command-line entry; returns the exit code (errors: one `error:` line, see console.py)."""
+    return console.run_command(_parse_and_run, argv)
+
+
+def _parse_and_run(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
     console.setup(log)
-    try:
-        return run(args)
-    except (InputError, AnnotationError) as err:
-        raise SystemExit(f"error: {err}") from None
+    run(args)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -89,6 +89,7 @@ class DropPath(nn.Layer):
 
 
 class PatchEmbedding(nn.Layer):
+    """Non-overlapping patch x patch convolution to embed_dim channels, then LayerNorm."""
     def __init__(self, patch_size, in_channels, embed_dim, patch_norm):
         super().__init__()
         self.patch_embed = nn.Conv2D(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
@@ -103,6 +104,7 @@ class PatchEmbedding(nn.Layer):
 
 
 class Mlp(nn.Layer):
+    """Linear, GELU, dropout, Linear, dropout."""
     def __init__(self, dim, hidden_dim, dropout):
         super().__init__()
         self.fc1 = _linear(dim, hidden_dim)
@@ -139,6 +141,7 @@ def shifted_window_mask(height, width, window_size, shift_size):
 
 
 class WindowAttention(nn.Layer):
+    """Multi-head self-attention inside windows, with the relative position bias."""
     def __init__(self, dim, window_size, num_heads, qkv_bias, qk_scale, attention_dropout, dropout):
         super().__init__()
         self.dim = dim
@@ -201,6 +204,7 @@ def window_order(height, width, window_size, shift_size):
 
 
 class SwinTransformerBlock(nn.Layer):
+    """Pre-norm (shifted) window attention and MLP, each with a residual and DropPath."""
     def __init__(self, dim, input_resolution, num_heads, window_size, shift_size, mlp_ratio,
                  qkv_bias, qk_scale, dropout, attention_dropout, droppath):
         super().__init__()
@@ -298,6 +302,7 @@ class PatchMerging(nn.Layer):
 
 
 class SwinTransformerStage(nn.Layer):
+    """`depth` blocks, alternately unshifted and shifted, then PatchMerging (not in the last stage)."""
     def __init__(self, dim, input_resolution, depth, num_heads, window_size, mlp_ratio, qkv_bias,
                  qk_scale, dropout, attention_dropout, droppath, downsample):
         super().__init__()
@@ -317,6 +322,7 @@ class SwinTransformerStage(nn.Layer):
 
 
 class SwinTransformer(nn.Layer):
+    """Swin Transformer classifier with the release's layer names; see build_swin."""
     def __init__(self, image_size=224, patch_size=4, in_channels=3, num_classes=1000, embed_dim=96,
                  depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0,
                  qkv_bias=True, qk_scale=None, dropout=0.0, attention_dropout=0.0, droppath=0.1,
@@ -380,4 +386,5 @@ def build_swin(config):
 
 
 def count_parameters(model):
+    """Number of scalar parameters."""
     return sum(int(np.prod(p.shape)) for p in model.parameters())

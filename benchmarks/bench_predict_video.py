@@ -22,11 +22,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+sys.path.insert(0, ROOT)
 
 import cpu_env  # noqa: E402,F401
 from common import machine_info, machine_markdown, update_results_section, write_json  # noqa: E402
-from synthetic_video import astronaut_head, face_frames  # noqa: E402
+from demo.synthetic_video import astronaut_head, face_frames  # noqa: E402
 
 
 import predict_video  # noqa: E402

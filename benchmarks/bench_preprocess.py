@@ -28,9 +28,9 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+sys.path.insert(0, ROOT)
 
-from synthetic_video import face_frames, scene_frames, tinted_head  # noqa: E402
+from demo.synthetic_video import face_frames, scene_frames, tinted_head  # noqa: E402
 
 from preprocess.faceloop import Detector  # noqa: E402
 from preprocess.faces import FaceSettings  # noqa: E402

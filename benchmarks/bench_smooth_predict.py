@@ -142,10 +142,12 @@ def main():
             for plots in (2, 0):
                 wall, cpu = time.perf_counter(), time.process_time()
                 with contextlib.redirect_stdout(io.StringIO()):  # the score table: not timed text
-                    smooth_predict.main(['-coarse', coarse_path, '-negative', negative_path,
-                                         '-output', os.path.join(folder, f'out_{fusion}{plots}'),
-                                         '-anno_folder', anno, '-search', '-fusion', fusion,
-                                         '-format', args.format, '-plot', str(plots)])
+                    code = smooth_predict.main(['-coarse', coarse_path, '-negative', negative_path,
+                                                '-output', os.path.join(folder, f'out_{fusion}{plots}'),
+                                                '-anno_folder', anno, '-search', '-fusion', fusion,
+                                                '-format', args.format, '-plot', str(plots)])
+                if code:
+                    sys.exit(f"smooth_predict.py failed (exit {code})")
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 say(f"full command ({fusion} fusion, -search, -format {args.format}, -plot {plots}): "
                     f"{wall:.2f} s wall = {wall / 10:.2f} of the 10 s budget ({cpu:.2f} s CPU; "

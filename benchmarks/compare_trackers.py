@@ -29,9 +29,9 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+sys.path.insert(0, ROOT)
 
-from synthetic_video import crossing_actors, head_position, scene_frames  # noqa: E402
+from demo.synthetic_video import crossing_actors, head_position, scene_frames  # noqa: E402
 
 from preprocess.faces import Face, FaceAligner  # noqa: E402
 from preprocess.tracking import FaceTracker  # noqa: E402
@@ -40,7 +40,7 @@ MIN_PROB = 0.9
 
 
 def crossing_clip(width, gap, count=36):
-    """(frames, actors, count): tests/synthetic_video.py's crossing clip."""
+    """(frames, actors, count): demo/synthetic_video.py's crossing clip."""
     actors = list(crossing_actors(count, width, gap=gap).values())
     return scene_frames(count, actors, width, 176), actors, count
 

@@ -396,7 +396,7 @@ def _compose(background, faces, index, rendered, head_mask, face_centre, rng, no
             cv2.rectangle(patch, (x1, y1), (x2, y2), tuple(float(c) for c in colour), -1)
             cv2.rectangle(alpha, (x1, y1), (x2, y2), 1.0, -1)
         matrix = _placement(face_centre, face.centre, face.scale * scale, angle, (dx, dy))
-        # Warp and blend only inside the head's bounding box: a full-frame warp costs 4x more.
+        # Warp and blend only inside the head's bounding box: a full-frame warp costs far more.
         height, width = patch.shape[:2]
         corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], np.float64) @ matrix.T
         x1, y1 = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)

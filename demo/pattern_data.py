@@ -79,6 +79,7 @@ def write_video(data_folder, video, frame_labels, missing=(), size=40, seed=0):
 
 
 def write_annotation(path, frame_labels, crlf=False, trailing_blank=False):
+    """An ABAW EXPR annotation file (optionally with CRLF line ends and a trailing blank line)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     newline = '\r\n' if crlf else '\n'
     text = newline.join([HEADER] + [str(v) for v in frame_labels]) + newline

@@ -26,6 +26,7 @@ MODELS = ('coarse', 'negative')
 
 
 def step(title):
+    """Print a step banner; returns its start time."""
     print(f"\n{'=' * 8} {title}", flush=True)
     return time.perf_counter()
 
@@ -45,6 +46,7 @@ def run(command, log_path=None):
 
 
 def config_fingerprint():
+    """A hash of the demo config, so a changed config retrains instead of reusing old models."""
     import hashlib
     with open(DEMO_CONFIG, 'rb') as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -64,6 +66,7 @@ def reset_if_config_changed(train_dir):
 
 
 def training_finished(train_dir, num_epochs):
+    """Whether `train_dir` holds a best checkpoint and a history that reached epoch `num_epochs`."""
     history = os.path.join(train_dir, 'history.json')
     if not (os.path.isfile(history) and os.path.isfile(os.path.join(train_dir, 'best.pdparams'))):
         return False
@@ -145,6 +148,7 @@ def main(argv=None):
 
 
 def report(work, out, submission):
+    """Print the demo's results table and copy its pictures to the output folder."""
     from plots import plot_training_curves
 
     rows = {}

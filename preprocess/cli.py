@@ -1,10 +1,14 @@
 """`python -m preprocess VIDEO_DIR OUT_DIR ...`: raw videos to aligned 224x224 face folders."""
-import argparse
 import os
 import sys
 
+from tqdm import tqdm
+
+import console
+from errors import UsageError
 from fileio import check_writable_dir, is_inside
-from preprocess import shards
+from preprocess import pipeline, shards
+from preprocess.faceloop import VIDEO_FAILURES, Detector, default_workers, video_failure
 from preprocess.faces import FaceSettings
 from preprocess.jobs import PlanError, find_videos, plan_jobs, read_video_list
 from preprocess.video import VIDEO_EXTENSIONS, probe_frame_count
@@ -13,7 +17,8 @@ DEFAULTS = FaceSettings()
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    """The command line as argparse arguments plus `settings` (FaceSettings) and `shard`."""
+    parser = console.ArgumentParser(
         prog='python -m preprocess',
         description='Extract every frame with FFmpeg, detect faces with MTCNN, follow each person '
                     'through the video and write one aligned face per frame as OUT_DIR/<video>/00001.jpg '
@@ -66,7 +71,7 @@ def parse_args(argv=None):
 
 
 def face_settings(args):
-    """FaceSettings from the flags; a bad value is a ValueError naming the flag."""
+    """FaceSettings from the flags; a bad value is a UsageError naming the flag."""
     flags = {'mode': 'mode', 'image_size': 'image_size', 'margin': 'margin', 'min_prob': 'min_prob',
              'min_face_size': 'min_face_size', 'jpeg_quality': 'jpeg_quality', 'detect_batch': 'batch_size',
              'detect_size': 'detect_size', 'track_gap_s': 'track_gap_s'}
@@ -74,7 +79,7 @@ def face_settings(args):
         try:
             FaceSettings(**{field: getattr(args, flag)})
         except ValueError as err:
-            raise ValueError(f"--{flag} {getattr(args, flag)}: {err}") from None
+            raise UsageError(f"--{flag} {getattr(args, flag)}: {err}") from None
     return FaceSettings(**{field: getattr(args, flag) for field, flag in flags.items()})
 
 
@@ -90,29 +95,27 @@ def frame_count_mismatches(names, label_counts, frames_of):
 
 
 def main(argv=None):
+    """Command-line entry; returns the exit code: 1 when a video failed, 2 for a bad flag or
+    input (one `error:` line, see console.py)."""
+    return console.run_command(preprocess_videos, argv)
+
+
+def preprocess_videos(argv=None):
+    """Preprocess every planned video of this shard; returns the exit code (1 when a video failed)."""
     args = parse_args(argv)
     if not os.path.isdir(args.video_dir):
-        raise SystemExit(f"error: VIDEO_DIR {args.video_dir}: no such folder")
+        raise UsageError(f"VIDEO_DIR {args.video_dir}: no such folder")
     if args.anno_folder is not None and not os.path.isdir(args.anno_folder):
-        raise SystemExit(f"error: --anno_folder {args.anno_folder}: no such folder")
+        raise UsageError(f"--anno_folder {args.anno_folder}: no such folder")
     if is_inside(args.out_dir, args.video_dir):
-        raise SystemExit(f"error: OUT_DIR {args.out_dir} is inside VIDEO_DIR {args.video_dir}; "
+        raise UsageError(f"OUT_DIR {args.out_dir} is inside VIDEO_DIR {args.video_dir}; "
                          "outputs must not be written into the input folder")
-    try:
-        videos = find_videos(args.video_dir)
-        if not videos:
-            raise PlanError(f"VIDEO_DIR {args.video_dir}: no video files (looked for {' '.join(VIDEO_EXTENSIONS)})")
-        names = read_video_list(args.video_list) if args.video_list else None
-        plan = plan_jobs(videos, args.anno_folder, names)
-    except PlanError as err:
-        raise SystemExit(f"error: {err}") from None
+    videos = find_videos(args.video_dir)
+    if not videos:
+        raise PlanError(f"VIDEO_DIR {args.video_dir}: no video files (looked for {' '.join(VIDEO_EXTENSIONS)})")
+    names = read_video_list(args.video_list) if args.video_list else None
+    plan = plan_jobs(videos, args.anno_folder, names)
     check_writable_dir(args.out_dir, flag='OUT_DIR')
-
-    # Heavy imports only once the arguments are known to be good, so mistakes are reported fast.
-    from tqdm import tqdm
-
-    from preprocess import pipeline
-    from preprocess.faceloop import VIDEO_FAILURES, Detector, default_workers, video_failure
 
     shard = args.shard or shards.launcher_shard()
     jobs = plan.jobs
@@ -201,6 +204,7 @@ def main(argv=None):
 
 
 def print_summary(report, annotated):
+    """The run's (or shard's) summary on stderr: counts, frame-count mismatches, failures."""
     prefix = f"{report['shard']}: " if report['shard'] else ''
     unannotated = (f"; {report['unannotated']} output(s) have no annotation (processed as single-subject "
                    "videos, person 1)" if annotated else '')

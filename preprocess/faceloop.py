@@ -79,8 +79,8 @@ class Detector:
         self.settings = settings or FaceSettings()
         self.device = device
         self.workers = int(workers)
-        # The cores are shared out between the workers (on an idle 2-core machine one MTCNN on
-        # 2 threads ran 19.5 frames/s, on 1 thread 11.6: threads do help when they have cores).
+        # The cores are shared out between the workers: MTCNN's torch threads do help when they
+        # have cores of their own (benchmarks/RESULTS.md).
         self.torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // max(1, self.workers))
         self.aligner = FaceAligner(device, self.settings)
         self.pool = None
@@ -131,6 +131,7 @@ class Detector:
 
 
 def batches(items, batch_size):
+    """Lists of up to `batch_size` consecutive items."""
     batch = []
     for item in items:
         batch.append(item)

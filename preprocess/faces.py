@@ -194,8 +194,8 @@ class FaceAligner:
         frames = [_check_rgb(frame) for frame in frames]
         if not frames:
             return []
-        # On CPU, one MTCNN call per frame: on 640x480 frames, stacking 4-8 frames into one call
-        # measured 2-3x slower per frame than separate calls (facenet-pytorch 2.6, torch 2.14).
+        # On CPU, one MTCNN call per frame: stacking frames into one call measured slower per
+        # frame than separate calls (benchmarks/RESULTS.md).
         batched = not str(self.device).startswith('cpu')
         if batched and len({frame.shape for frame in frames}) == 1:
             boxes, probs, points = self.mtcnn.detect(np.stack(frames), landmarks=True)

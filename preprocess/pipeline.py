@@ -34,6 +34,7 @@ CSV_HEADER = (['frame', 'face', 'x1', 'y1', 'x2', 'y2', 'prob']
 
 
 def frame_name(index):
+    """The face file of 0-based frame `index`: 00001.jpg for the first frame."""
     return f'{index:05d}.jpg'
 
 
@@ -43,10 +44,12 @@ def candidate_name(frame, index):
 
 
 def partial_dir(out_root, name):
+    """The temporary folder a video is written to before it is renamed into place."""
     return os.path.join(out_root, f'.{name}.tmp-partial')
 
 
 def is_done(out_root, name):
+    """Whether output `name` is complete (its finished marker exists: only a whole video gets one)."""
     return os.path.isfile(os.path.join(out_root, name, DONE_MARKER))
 
 

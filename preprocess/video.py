@@ -15,12 +15,13 @@ import ffmpeg
 import imageio_ffmpeg
 import numpy as np
 
+from errors import CfcspError
 from fileio import atomic_path
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv')
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(CfcspError, RuntimeError):
     """FFmpeg could not decode a video; the message names the file and FFmpeg's own complaint."""
 
 
@@ -53,6 +54,7 @@ def _tail(text, lines=3):
 
 
 def is_video_file(name):
+    """Whether the file name has a video extension."""
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 

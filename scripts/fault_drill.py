@@ -31,12 +31,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]  # tests/synthetic_video.py: the face clips
+sys.path.insert(0, ROOT)
 
 import cpu_env  # noqa: E402,F401  (thread settings before paddle is imported)
 import numpy as np  # noqa: E402
 
 from demo.pattern_data import TINY_YAML, balanced_labels, make_abaw_tree  # noqa: E402
+from demo.synthetic_video import write_face_clip  # noqa: E402
 from fileio import is_temporary  # noqa: E402
 
 PYTHON = sys.executable
@@ -169,6 +170,7 @@ def make_training_data(root, quick):
 
 
 def train_cmd(data, output, log_dir, epochs, extra=()):
+    """The 2-process training command of the drill."""
     return [PYTHON, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir', log_dir,
             os.path.join(ROOT, 'main_multi_gpu.py'), '-cfg', data['cfg'],
             '-data_folder', data['data_folder'], '-anno_folder', data['anno_folder'],
@@ -234,6 +236,7 @@ class RankZeroLog:
 
 
 def run_reference(data, work, epochs, timeout):
+    """The uninterrupted training run whose weights every resumed run must end with."""
     output, log_dir = os.path.join(work, 'train_reference'), os.path.join(work, 'logs_reference')
     began = time.time()
     rank0 = RankZeroLog(output)
@@ -318,6 +321,7 @@ def check_after_kill(output, known):
 
 
 def drill_training(data, work, args, rng):
+    """Kill and resume training; returns the table rows of what survived."""
     epochs = args.epochs
     ref = run_reference(data, work, epochs, args.timeout)
     output = os.path.join(work, 'train_drill')
@@ -418,7 +422,6 @@ def jpgs(folder):
 
 
 def make_clips(folder, quick):
-    from synthetic_video import write_face_clip
     os.makedirs(folder, exist_ok=True)
     # Small frames keep MTCNN fast; the face still spans ~90 pixels.
     size = dict(width=192, height=144)
@@ -472,6 +475,7 @@ def start_preprocess_reference(work, quick):
 
 
 def drill_preprocess(work, args, rng, started):
+    """Kill and resume preprocessing; returns the table rows of what survived."""
     videos, names, reference = started['videos'], started['names'], started['reference']
     if started['proc'].wait(timeout=args.timeout) != 0:
         raise RuntimeError(f"uninterrupted preprocess failed; see {work}/preprocess_reference.log")
@@ -644,6 +648,7 @@ def judge(name, proc, expected):
 
 
 def drill_bad_inputs(data, work, reference_checkpoint, args):
+    """Run every bad-input case; returns [(name, clear)]: clear = one `error:` line naming it."""
     from concurrent.futures import ThreadPoolExecutor
 
     def check(case):
@@ -670,6 +675,7 @@ def table(rows):
 
 
 def main(argv=None):
+    """Run the drill; exit code 0 only when every fault was survived and every bad input rejected clearly."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='short form for the tests: 2 kills, fewer epochs, '
                         'one bad input of each kind')

@@ -185,8 +185,13 @@ def test_cli_bad_inputs_give_one_clear_line(tmp_path, tiny_cfg_file, abaw_small,
         assert len(err) == 1 and err[0].startswith('error') and message in err[0], err
     blocker = tmp_path / 'a_file'
     blocker.write_text('x')
-    with pytest.raises(SystemExit, match='-output .*cannot write'):
-        engine.main(base + ['-class_type', 'coarse', '-output', str(blocker / 'sub')])
+    assert engine.main(base + ['-class_type', 'coarse', '-output', str(blocker / 'sub')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: -output') and 'cannot write' in err[0], err
+    # argparse's own complaints are reported the same way.
+    assert engine.main(base + ['-class_type', 'coarse', '-no_such_flag']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: unrecognized arguments: -no_such_flag'), err
 
 
 def test_corrupt_training_image_names_file_or_is_skipped(tmp_path, tiny_config, abaw_small):

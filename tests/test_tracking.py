@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-from synthetic_video import astronaut_head  # noqa: E402
+from demo.synthetic_video import astronaut_head  # noqa: E402
 
 from preprocess import jobs, shards  # noqa: E402
 from preprocess.faceloop import Detector, FaceLoop  # noqa: E402

@@ -7,7 +7,6 @@ classifier `head.fc`; the official repository puts it at the end of stages 0-2 a
 classifier `head`. Both become `stages.N.downsample` (end of stage N) and `fc`. PyTorch Linear
 weights are [out, in]; Paddle's are [in, out].
 """
-import argparse
 import os
 import re
 import sys
@@ -15,12 +14,18 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cpu_env  # noqa: E402,F401  (threads / MKL settings before paddle is imported)
+import paddle  # noqa: E402
+
+import console  # noqa: E402
+from errors import UsageError  # noqa: E402
+from fileio import atomic_path  # noqa: E402
 
 SKIPPED_SUFFIXES = ('relative_position_index', 'attn_mask', 'relative_coords_table', 'num_batches_tracked')
 
 
-class ConversionError(ValueError):
-    pass
+class ConversionError(UsageError):
+    """Weights that are not a Swin this project can take; the message says what is wrong."""
 
 
 def _is_timm_layout(keys):
@@ -72,6 +77,8 @@ def convert_state_dict(torch_state):
 
 
 def load_torch_file(path):
+    """The state dict in a PyTorch (.pth/.pt/.bin) or safetensors file, as numpy-compatible arrays."""
+    # Imported here: only one of the two readers is needed, and torch alone takes seconds to load.
     if path.endswith('.safetensors'):
         from safetensors.numpy import load_file
         return load_file(path)
@@ -80,18 +87,22 @@ def load_torch_file(path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    """Command-line entry; returns the exit code (errors: one `error:` line, see console.py)."""
+    return console.run_command(convert, argv)
+
+
+def convert(argv=None):
+    """Read, convert and write; returns the exit code."""
+    parser = console.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('input', help='PyTorch weights (.pth/.pt/.bin/.safetensors)')
     parser.add_argument('output', help='where to write the Paddle .pdparams')
     args = parser.parse_args(argv)
     if not os.path.isfile(args.input):
-        sys.exit(f"error: {args.input}: file not found")
+        raise UsageError(f"{args.input}: file not found")
     try:
         converted = convert_state_dict(load_torch_file(args.input))
     except ConversionError as err:
-        sys.exit(f"error: {args.input}: {err}")
-    import paddle
-    from fileio import atomic_path
+        raise ConversionError(f"{args.input}: {err}") from None
     with atomic_path(args.output) as tmp:
         paddle.save(converted, tmp)
     classes = converted['fc.bias'].shape[0] if 'fc.bias' in converted else 0
@@ -100,4 +111,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

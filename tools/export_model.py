@@ -11,7 +11,6 @@ is accepted for evaluation (`-eval -pretrained PREFIX`, predict_video.py). --che
 random batch through the eager model and every written model and prints the largest logit
 difference of each (float32: expected below 1e-4).
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -19,11 +18,25 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cpu_env  # noqa: E402,F401  (threads / MKL settings before paddle is imported)
 
-from config import ConfigError, add_common_args, get_config, update_config  # noqa: E402
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+import console  # noqa: E402
+from checkpoints import load_pretrained  # noqa: E402
+from config import add_common_args, get_config, update_config  # noqa: E402
+from predictor import (INT8_ONNX_SUFFIX, ONNX_SUFFIX, OnnxPredictor, Predictor,  # noqa: E402
+                       export_model, export_onnx)
+from swin_transformer import build_swin  # noqa: E402
 
 
 def main(argv=None):
-    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    """Command-line entry; returns the exit code (errors: one `error:` line, see console.py)."""
+    return console.run_command(export, argv)
+
+
+def export(argv=None):
+    """Build, load, export and optionally check; returns the exit code."""
+    parser = add_common_args(console.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument('--check', action='store_true', help='compare predictor and eager logits on random input')
     parser.add_argument('-format', choices=('paddle', 'onnx'), default='paddle',
                         help='paddle: PREFIX.json|.pdmodel + .pdiparams for paddle.inference (default); '
@@ -37,31 +50,17 @@ def main(argv=None):
         parser.error('-pretrained: the .pdparams checkpoint to export is required')
     if not args.output:
         parser.error('-output: the path prefix to write (e.g. output/coarse_infer) is required')
-    try:
-        config = update_config(get_config(), args)
-    except ConfigError as err:
-        parser.error(str(err))
+    config = update_config(get_config(), args)
     output = args.output
     for suffix in ('.pdparams', '.int8.onnx', '.onnx'):
         if output.endswith(suffix):
             output = output[:-len(suffix)]
             break
 
-    import numpy as np
-    import paddle
-
-    from checkpoints import CheckpointError, load_pretrained
-    from predictor import (INT8_ONNX_SUFFIX, ONNX_SUFFIX, OnnxPredictor, Predictor, PredictorError,
-                           export_model, export_onnx)
-    from swin_transformer import build_swin
-
     # Exporting is device-independent; CPU avoids taking a GPU another job may be using.
     paddle.set_device('cpu')
     model = build_swin(config)
-    try:
-        load_pretrained(model, args.pretrained, keep_head=True)
-    except CheckpointError as err:
-        sys.exit(f"error: -pretrained {err}")
+    load_pretrained(model, args.pretrained, keep_head=True)
     model.eval()
     if args.format == 'paddle':
         prefix = export_model(model, config, output)
@@ -72,11 +71,8 @@ def main(argv=None):
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix='.export-onnx-', dir=folder) as tmp:
             program = export_model(model, config, os.path.join(tmp, 'model'))
-            try:
-                files = export_onnx(program, output + ONNX_SUFFIX,
-                                    int8_file=output + INT8_ONNX_SUFFIX if args.int8 else None)
-            except PredictorError as err:
-                sys.exit(f"error: {err}")
+            files = export_onnx(program, output + ONNX_SUFFIX,
+                                int8_file=output + INT8_ONNX_SUFFIX if args.int8 else None)
         written = {'onnx float32': (OnnxPredictor, files[0])}
         if args.int8:
             written['onnx int8'] = (OnnxPredictor, files[1])

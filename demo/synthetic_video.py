@@ -1,4 +1,5 @@
-"""Small test videos built from a real face photo (skimage's astronaut), written with preprocess.video."""
+"""Small videos built from a real face photo (skimage's astronaut), written with preprocess.video:
+the clips of the tests, the fault drill and the benchmarks (make_demo_data.py builds the demo's)."""
 import cv2
 import numpy as np
 from skimage import data
@@ -45,10 +46,12 @@ def two_face_frames(count, width=320, height=240):
 
 
 def write_face_clip(path, has_face, width=320, height=240, fps=25):
+    """An MP4 of `face_frames(has_face)` at `fps`."""
     return write_video(path, face_frames(has_face, width, height), fps=fps)
 
 
 def write_two_face_clip(path, count, width=320, height=240, fps=25):
+    """An MP4 of `two_face_frames(count)` at `fps`."""
     return write_video(path, two_face_frames(count, width, height), fps=fps)
 
 

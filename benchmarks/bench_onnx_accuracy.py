@@ -82,7 +82,8 @@ def measure(demo_work, work):
             metrics = json.load(f)
         fused[precision] = {'raw_macro_f1': metrics['raw']['macro_f1'],
                             'smoothed_macro_f1': metrics['smoothed']['macro_f1'],
-                            'window': metrics['smoothed']['window'], 'alpha': metrics['smoothed']['alpha'],
+                            'mode': metrics['smoothed']['mode'], 'window': metrics['smoothed']['window'],
+                            'alpha': metrics['smoothed']['alpha'],
                             'frames': metrics['raw']['count']}
     return models, fused
 
@@ -100,11 +101,12 @@ def report(models, fused, info):
                      f"{100 * m['label_agreement_labelled']:.2f}% | {m['max_abs_logit_diff_int8']:.3f} | "
                      f"{'%.1e' % check if check is not None else 'n/a'} | "
                      f"{m['onnx_mb']:.1f} / {m['int8_onnx_mb']:.1f} |")
-    lines += ['', '| fused (8 classes) | annotated frames | macro F1, no smoothing | macro F1, searched K, A |',
+    lines += ['', '| fused (8 classes) | annotated frames | macro F1, no smoothing | macro F1, setting -search picked |',
               '|---|---|---|---|']
     for precision, f in fused.items():
+        setting = f"{f['mode']} K={f['window']}" + (f", A={f['alpha']:g}" if f['alpha'] is not None else '')
         lines.append(f"| {precision} models | {f['frames']} | {f['raw_macro_f1']:.4f} | "
-                     f"{f['smoothed_macro_f1']:.4f} (K={f['window']}, A={f['alpha']:g}) |")
+                     f"{f['smoothed_macro_f1']:.4f} ({setting}) |")
     delta_raw = fused['int8']['raw_macro_f1'] - fused['float32']['raw_macro_f1']
     delta_smooth = fused['int8']['smoothed_macro_f1'] - fused['float32']['smoothed_macro_f1']
     lines += ['', f"Fused macro F1, int8 minus float32: {delta_raw:+.4f} without smoothing, "

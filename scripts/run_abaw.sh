@@ -26,13 +26,13 @@
 # Without a usable GPU the same job runs on CPU processes (-device cpu, no AMP).
 set -eu
 usage="usage: sh scripts/run_abaw.sh train|eval multi|single coarse|negative [flags...]"
-[ $# -ge 3 ] || { echo "run_abaw.sh: $usage" >&2; exit 2; }
+[ $# -ge 3 ] || { echo "error: $usage" >&2; exit 2; }
 MODE=$1 LAYOUT=$2 CLASS_TYPE=$3
 shift 3
 case "$MODE/$LAYOUT/$CLASS_TYPE" in
   train/multi/coarse|train/multi/negative|train/single/coarse|train/single/negative) ;;
   eval/multi/coarse|eval/multi/negative|eval/single/coarse|eval/single/negative) ;;
-  *) echo "run_abaw.sh: '$MODE $LAYOUT $CLASS_TYPE': $usage" >&2; exit 2 ;;
+  *) echo "error: '$MODE $LAYOUT $CLASS_TYPE': $usage" >&2; exit 2 ;;
 esac
 
 REPO=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
@@ -58,7 +58,7 @@ fi
 
 # Checked here so that a mistyped path gives one line, the same in every shell, instead of a
 # traceback in each worker's log.
-fail() { echo "run_abaw.sh: $*" >&2; exit 2; }
+fail() { echo "error: $*" >&2; exit 2; }
 [ -d "$DATA_FOLDER" ] || fail "DATA_FOLDER $DATA_FOLDER: folder does not exist"
 [ -z "$ANNO_FOLDER" ] || [ -d "$ANNO_FOLDER" ] || fail "ANNO_FOLDER $ANNO_FOLDER: folder does not exist"
 # An exported model is named by its prefix (PREFIX.json or PREFIX.pdmodel beside PREFIX.pdiparams).

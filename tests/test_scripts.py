@@ -130,7 +130,7 @@ def test_bad_settings_give_the_same_one_line_error_in_every_shell(repo_copy, var
         out = run_launcher(argv, cwd, clean_env(**{variable: value}), check=False)
         assert out.returncode == 2 and out.stdout == ''
         errors.add(out.stderr)
-    assert errors == {f"run_abaw.sh: {message}\n"}
+    assert errors == {f"error: {message}\n"}
 
 
 def test_gpu_launch_gives_each_process_loader_workers(repo_copy):

@@ -421,17 +421,14 @@ def _check_args(parser, args):
     face_settings(args)
 
 
+FACE_FLAGS = {'min_prob': '-min_prob', 'min_face_size': '-min_face_size', 'detect_size': '-detect_size',
+              'track_gap_s': '-track_gap_s', 'mode': '-face_mode', 'image_size': '-face_size',
+              'jpeg_quality': '-jpeg_quality'}
+
+
 def face_settings(args):
     """FaceSettings from the face flags; a bad value is a UsageError naming the flag."""
-    flags = {'min_prob': 'min_prob', 'min_face_size': 'min_face_size', 'detect_size': 'detect_size',
-             'track_gap_s': 'track_gap_s', 'mode': 'face_mode', 'image_size': 'face_size',
-             'jpeg_quality': 'jpeg_quality'}
-    for field, flag in flags.items():
-        try:
-            FaceSettings(**{field: getattr(args, flag)})
-        except ValueError as err:
-            raise UsageError(f"-{flag} {getattr(args, flag)}: {err}") from None
-    return FaceSettings(**{field: getattr(args, flag) for field, flag in flags.items()})
+    return FaceSettings.from_flags(args, FACE_FLAGS)
 
 
 def find_inputs(path):

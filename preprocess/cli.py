@@ -70,17 +70,14 @@ def parse_args(argv=None):
     return args
 
 
+FACE_FLAGS = {'mode': '--mode', 'image_size': '--image_size', 'margin': '--margin', 'min_prob': '--min_prob',
+              'min_face_size': '--min_face_size', 'jpeg_quality': '--jpeg_quality',
+              'detect_batch': '--batch_size', 'detect_size': '--detect_size', 'track_gap_s': '--track_gap_s'}
+
+
 def face_settings(args):
     """FaceSettings from the flags; a bad value is a UsageError naming the flag."""
-    flags = {'mode': 'mode', 'image_size': 'image_size', 'margin': 'margin', 'min_prob': 'min_prob',
-             'min_face_size': 'min_face_size', 'jpeg_quality': 'jpeg_quality', 'detect_batch': 'batch_size',
-             'detect_size': 'detect_size', 'track_gap_s': 'track_gap_s'}
-    for field, flag in flags.items():
-        try:
-            FaceSettings(**{field: getattr(args, flag)})
-        except ValueError as err:
-            raise UsageError(f"--{flag} {getattr(args, flag)}: {err}") from None
-    return FaceSettings(**{field: getattr(args, flag) for field, flag in flags.items()})
+    return FaceSettings.from_flags(args, FACE_FLAGS)
 
 
 def frame_count_mismatches(names, label_counts, frames_of):

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from skimage.transform import SimilarityTransform
 
+from errors import UsageError
+
 Face = collections.namedtuple('Face', ['box', 'prob', 'landmarks'])
 Face.__doc__ = """One MTCNN detection: box (x1, y1, x2, y2), prob in [0, 1], landmarks (5, 2) as x, y of
 left eye, right eye, nose, left mouth corner, right mouth corner (image left/right)."""
@@ -86,6 +88,18 @@ class FaceSettings:
     def as_dict(self):
         """JSON-ready copy, for the manifests that record how faces were made."""
         return _json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def from_flags(cls, args, flags):
+        """FaceSettings from parsed command-line flags; `flags` maps a field to its flag as the
+        user types it (e.g. {'mode': '--mode'}). A bad value is a UsageError naming its flag."""
+        values = {field: getattr(args, flag.lstrip('-')) for field, flag in flags.items()}
+        for field, flag in flags.items():
+            try:
+                cls(**{field: values[field]})
+            except ValueError as err:
+                raise UsageError(f"{flag} {values[field]}: {err}") from None
+        return cls(**values)
 
 
 def _json_ready(value):

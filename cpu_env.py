@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import warnings
 # Before Paddle: paddlepaddle 2.6's libpaddle.so exports its own zlib, and if it is the first to
 # load the system libz, later zlib users (scipy, scikit-learn, torch) crash; see
 # tools/load_zlib_first.pth.
@@ -57,9 +58,9 @@ def _keep_freed_memory_in_process():
 
     Paddle's CPU allocator mallocs and frees each activation; glibc serves blocks above its mmap
     threshold with fresh mmaps and trims the heap on free, so every large op output page-faults
-    its memory in again. That cost as much as the arithmetic here (exact GELU forward+backward
-    on a stage-0 MLP activation: 210 -> 68 ms). Serving all blocks from the heap and never
-    trimming it keeps the pages mapped; peak memory stays the same.
+    its memory in again, which cost as much as the arithmetic on large activations
+    (benchmarks/RESULTS.md). Serving all blocks from the heap and never trimming it keeps the
+    pages mapped; peak memory stays the same.
     """
     if not sys.platform.startswith('linux'):
         return
@@ -75,3 +76,6 @@ def _keep_freed_memory_in_process():
 
 apply()
 _keep_freed_memory_in_process()
+# Paddle warns at every import that ccache (a C++ compiler cache for building custom ops) is
+# missing; nothing here compiles ops, and the line would precede every tool's own output.
+warnings.filterwarnings('ignore', message='No ccache found')

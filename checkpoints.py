@@ -8,6 +8,7 @@ shape is dropped with one log line (e.g. the MS1M face backbone into a 5-class m
 caller needs the head (evaluation), and anything else that does not fit is an error that lists it.
 """
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -262,6 +263,15 @@ def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
     lr_scheduler.step(last_epoch)
     logger.info(f"resumed from {path} (epoch {last_epoch})")
     return last_epoch, content.get('best_macro_f1')
+
+
+def weights_digest(model):
+    """sha256 over the state dict: equal digests mean identical weights (e.g. across ranks)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(value.numpy()).tobytes())
+    return digest.hexdigest()
 
 
 def prune_periodic(output_dir, keep):

@@ -9,7 +9,6 @@ the output folder are handled by checkpoints.py, the data by datasets.py and loa
 optimiser pieces by optim.py and mixup.py, processes and devices by distributed.py.
 """
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -36,7 +35,7 @@ from metrics import classification_scores
 from mixup import Mixup
 from optim import (ModelEma, WarmupCosine, build_optimizer, label_smoothing,  # noqa: F401
                    scaled_learning_rates, smoothed_targets, soft_cross_entropy)
-from predictor import PredictorError, load_classifier
+from predictor import ExportedModel
 
 
 class NonFiniteLossError(TrainingError):
@@ -147,24 +146,6 @@ def score(logits, labels, class_names):
     return result
 
 
-class ExportedModel:
-    """An exported model (tools/export_model.py: a paddle.inference prefix or a .onnx file) in the
-    eager model's place for -eval: the fast CPU path, giving the same logits within 1e-4."""
-
-    def __init__(self, path, config, device, logger):
-        try:
-            self.classify = load_classifier(config, path, device)
-        except PredictorError as err:
-            raise CheckpointError(str(err)) from None
-        logger.info(f"-eval through {self.classify.backend}: {path}")
-
-    def eval(self):
-        return self
-
-    def __call__(self, images):
-        return self.classify(images.numpy())
-
-
 def evaluate(model, loader, dataset, class_names, world_size=1):
     """Predict every sample once and score the labelled ones: {paths, logits, labels, skipped, scores}."""
     index, logits, skipped = predict(model, loader, world_size)
@@ -210,15 +191,6 @@ def load_weights(model, path, logger, strict_head):
     """Pretrained/evaluated weights. strict_head: the classifier must match (evaluation)."""
     checkpoints.load_pretrained(unwrap(model), path, keep_head=strict_head)
     logger.info(f"loaded weights from {path}")
-
-
-def weights_digest(model):
-    """sha256 over the state dict: equal digests mean identical weights (e.g. across ranks)."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(np.ascontiguousarray(value.numpy()).tobytes())
-    return digest.hexdigest()
 
 
 class RunContext:
@@ -425,7 +397,7 @@ def run(config, output_given=True, distributed=False):
         return evaluate_only(ctx, model, val_set, val_loader)
     trainer = Trainer(ctx, model, output_given)
     last_scores = train(ctx, trainer, val_set, val_loader)
-    digest = weights_digest(unwrap(trainer.model))
+    digest = checkpoints.weights_digest(unwrap(trainer.model))
     # Every rank logs it: equal digests prove the processes ended with identical weights.
     ctx.logger.info(f"final weights sha256 {digest}")
     return {'output': ctx.output_dir, 'best_macro_f1': trainer.best_f1, 'last_scores': last_scores,

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fileio import atomic_path  # noqa: E402
+from labels import ABAW_CLASSES  # noqa: E402
 
 
 def _save(fig, path):
@@ -32,7 +33,6 @@ def plot_timeline(path, probs, labels, truth=None, title='', class_names=None):
     if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
         raise ValueError(f"probs {probs.shape} and labels {labels.shape} disagree")
     if class_names is None:
-        from labels import ABAW_CLASSES
         class_names = ABAW_CLASSES
     frames = np.arange(1, labels.shape[0] + 1)
     fig, (ax_prob, ax_label) = plt.subplots(2, 1, figsize=(12, 6), sharex=True,

@@ -6,7 +6,7 @@
 
 Each video goes through the project's own stages, in memory and in one pass: the face loop of
 `python -m preprocess` (preprocess.faceloop: FFmpeg decoding, MTCNN detection, tracking of each
-person, alignment), the validation transform (datasets.val_transform), the coarse and negative Swin
+person, alignment), the validation transform (transforms.val_transform), the coarse and negative Swin
 models (predictor.load_classifier), Smooth Predicting and fusion (smooth_predict.Smoothing, by
 default SP on each model's logits with K = 2 as the release's figure draws it, then soft fusion;
 fill_missing). Every aligned face is JPEG-encoded and decoded exactly as `python -m preprocess`
@@ -51,6 +51,7 @@ from tqdm import tqdm  # noqa: E402
 import config as config_module  # noqa: E402
 import console  # noqa: E402
 import datasets  # noqa: E402
+import transforms  # noqa: E402
 from errors import UsageError  # noqa: E402
 from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
@@ -116,7 +117,7 @@ class Model:
         self.config = config_module.update_config(config_module.get_config(cfg_file),
                                                   argparse.Namespace(class_type=kind))
         self.kind = kind
-        self.transform = datasets.val_transform(self.config)
+        self.transform = transforms.val_transform(self.config)
         self.classify = load_classifier(self.config, weights, device=device)
 
     def __call__(self, faces):
@@ -256,7 +257,6 @@ def write_people_csv(path, people):
 
 
 def _draw_label(frame, text, anchor, colour, scale, thickness):
-    import cv2
     cv2.putText(frame, text, anchor, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
     cv2.putText(frame, text, anchor, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
 

@@ -4,7 +4,7 @@ preprocessing (video -> aligned faces) and smooth_predict.py at full validation 
     python benchmarks/bench_pipeline.py [--quick] [--json PATH] [--images 96] [--skip_preprocess]
                                         [--skip_smooth]
 
-1. Per worker: decode a 224x224 JPEG face + datasets.train_transform (and val_transform), in this
+1. Per worker: decode a 224x224 JPEG face + transforms.train_transform (and val_transform), in this
    process, single-threaded, i.e. what one data-loader worker does per image.
 2. The loader: datasets.AbawDataset through loader.build_loader (the project's loader defaults)
    with 0, 1 and 2 workers (this machine has 2 cores), batch 32, images/s after the first batch;
@@ -163,7 +163,7 @@ def main(argv=None):
     passes = 1 if args.quick else 2
 
     from config import get_config
-    from datasets import train_transform, val_transform
+    from transforms import train_transform, val_transform
     config = get_config(os.path.join(ROOT, 'configs', 'swin_small_patch4_window7_224.yaml'))
     info = machine_info()
     print(machine_markdown(info), flush=True)

@@ -30,6 +30,7 @@ if ROOT not in sys.path:
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from skimage import data as skimage_data  # noqa: E402
 
 from fileio import atomic_open  # noqa: E402
 from labels import ABAW_CLASSES, write_annotation  # noqa: E402
@@ -95,8 +96,6 @@ Aff-Wild2; for that, see the paper's reported figures and run on the licensed da
 
 def _head_cutout():
     """The upscaled head patch (RGB uint8), its soft alpha mask, and its landmarks in patch pixels."""
-    from skimage import data as skimage_data
-
     x1, y1, x2, y2 = HEAD_BOX
     photo = skimage_data.astronaut()
     head = photo[y1:y2, x1:x2]

@@ -9,6 +9,7 @@ Each step is skipped when its output is already complete, so running it twice re
 that the machinery works, not how well the method does on Aff-Wild2.
 """
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import cpu_env  # noqa: E402,F401  (threads and MKL before paddle loads)
+
+from config import get_config  # noqa: E402
+from demo.check_swin import swin_small_and_release_checkpoint  # noqa: E402
+from demo.make_demo_data import make_demo_data  # noqa: E402
+from plots import plot_training_curves  # noqa: E402
 
 DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo_tiny.yaml')
 MODELS = ('coarse', 'negative')
@@ -47,7 +53,6 @@ def run(command, log_path=None):
 
 def config_fingerprint():
     """A hash of the demo config, so a changed config retrains instead of reusing old models."""
-    import hashlib
     with open(DEMO_CONFIG, 'rb') as f:
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -86,16 +91,13 @@ def main(argv=None):
     python = sys.executable
     started = time.perf_counter()
 
-    from config import get_config
     num_epochs = get_config(DEMO_CONFIG).TRAIN.NUM_EPOCHS
 
     step('0/6 Swin-S as released: parameters, forward time, the release checkpoint\'s logits')
-    from demo.check_swin import swin_small_and_release_checkpoint
     if not swin_small_and_release_checkpoint():
         sys.exit('demo: the release checkpoint did not reproduce its logits')
 
     t = step('1/6 generate the synthetic Aff-Wild2-shaped videos and annotations')
-    from demo.make_demo_data import make_demo_data
     data = os.path.join(work, 'data')
     summary = make_demo_data(data)
     videos = summary.get('videos', [])
@@ -149,7 +151,6 @@ def main(argv=None):
 
 def report(work, out, submission):
     """Print the demo's results table and copy its pictures to the output folder."""
-    from plots import plot_training_curves
 
     rows = {}
     for class_type in MODELS:

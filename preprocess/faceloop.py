@@ -56,7 +56,7 @@ _worker_aligner = None
 
 def _init_worker(device, settings, torch_threads):
     global _worker_aligner
-    import torch
+    import torch  # only the processes that run MTCNN need torch (seconds to import)
 
     # Several single-threaded MTCNNs side by side use the cores better than one multi-threaded one:
     # MTCNN's small convolutions and per-box Python work scale poorly over threads.

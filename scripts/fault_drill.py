@@ -29,13 +29,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import cpu_env  # noqa: E402,F401  (thread settings before paddle is imported)
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import paddle  # noqa: E402
 
+import engine  # noqa: E402
+import labels  # noqa: E402
 from demo.pattern_data import TINY_YAML, balanced_labels, make_abaw_tree  # noqa: E402
 from demo.synthetic_video import write_face_clip  # noqa: E402
 from fileio import is_temporary  # noqa: E402
@@ -193,7 +198,6 @@ def temporaries(folder):
 
 
 def load_checkpoint(path):
-    import paddle
     try:
         state = paddle.load(path, return_numpy=True)
     except Exception as err:  # whatever a torn file makes paddle raise
@@ -438,7 +442,6 @@ def preprocess_cmd(videos, out):
 
 def check_preprocess_outputs(out, reference):
     """-> problems: a non-temporary folder without marker, or whose files differ from the reference."""
-    import cv2
     problems = []
     for name in sorted(os.listdir(out)):
         if is_temporary(name):
@@ -617,8 +620,6 @@ def bad_input_cases(data, work, reference_checkpoint, quick):
 def write_prediction_files(data, folder):
     """predictions.npz of a coarse and a negative model over the validation frames, written by the
     engine's own writer (logits random: only the files' model identity matters here)."""
-    import engine
-    import labels
     rng = np.random.default_rng(0)
     paths = sorted(f"{v}/{n}" for v in os.listdir(data['data_folder']) if v.startswith('val_')
                    for n in os.listdir(os.path.join(data['data_folder'], v)))
@@ -649,7 +650,6 @@ def judge(name, proc, expected):
 
 def drill_bad_inputs(data, work, reference_checkpoint, args):
     """Run every bad-input case; returns [(name, clear)]: clear = one `error:` line naming it."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def check(case):
         name, cmd, expected = case
@@ -697,7 +697,6 @@ def main(argv=None):
         data = make_training_data(os.path.join(work, 'data'), args.quick)
         # The preprocessing drill runs beside the training drill: both time their kills by progress
         # (log lines, files written), not by the clock, so sharing the cores changes no outcome.
-        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=1) as pool:
             prep_future = pool.submit(drill_preprocess, work, args, random.Random(args.seed + 1000),
                                       start_preprocess_reference(work, args.quick))

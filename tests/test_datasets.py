@@ -8,6 +8,7 @@ from PIL import Image
 
 import datasets
 import labels
+import transforms
 from helpers import HEADER, write_annotation
 
 
@@ -146,7 +147,7 @@ def test_corrupt_image_is_flagged_and_named(tmp_path, tiny_config, abaw_small):
     data = open(src, 'rb').read()
     (folder / '00002.jpg').write_bytes(data[:len(data) // 3])  # truncated JPEG
     samples = [('v1/00001.jpg', 0), ('v1/00002.jpg', 1)]
-    transform = datasets.val_transform(tiny_config)
+    transform = transforms.val_transform(tiny_config)
     dataset = datasets.AbawDataset(str(tmp_path / 'faces'), samples, transform)
     assert dataset[0][3] == 1
     image, label, index, ok = dataset[1]
@@ -158,16 +159,16 @@ def test_corrupt_image_is_flagged_and_named(tmp_path, tiny_config, abaw_small):
 def test_random_apply_intended_and_release_probabilities():
     marker = lambda x: x + 1  # noqa: E731
     random.seed(0)
-    intended = sum(datasets.RandomApply(marker, 0.2)(0) for _ in range(4000)) / 4000
+    intended = sum(transforms.RandomApply(marker, 0.2)(0) for _ in range(4000)) / 4000
     random.seed(0)
-    release = sum(datasets.RandomApply(marker, 0.2, release_inverted=True)(0) for _ in range(4000)) / 4000
+    release = sum(transforms.RandomApply(marker, 0.2, release_inverted=True)(0) for _ in range(4000)) / 4000
     assert abs(intended - 0.2) < 0.03
     assert abs(release - 0.8) < 0.03
 
 
 def test_transforms_shapes_and_validation_determinism(tiny_config, abaw_small):
     img = Image.open(os.path.join(abaw_small['data_folder'], 'vid_a', '00001.jpg')).convert('RGB')
-    train_t, val_t = datasets.train_transform(tiny_config), datasets.val_transform(tiny_config)
+    train_t, val_t = transforms.train_transform(tiny_config), transforms.val_transform(tiny_config)
     out = train_t(img)
     assert out.shape == (3, 32, 32) and out.dtype == np.float32
     a, b = val_t(img), val_t(img)
@@ -186,6 +187,6 @@ def test_validation_resize_uses_crop_pct(tiny_config):
     # A 64x64 image with a 32x32 white centre: resize to floor(32/0.5)=64 (identity), centre crop 32.
     arr = np.zeros((64, 64, 3), np.uint8)
     arr[16:48, 16:48] = 255
-    out = datasets.val_transform(cfg)(Image.fromarray(arr))
+    out = transforms.val_transform(cfg)(Image.fromarray(arr))
     white = (1 - np.array(cfg.DATA.IMAGENET_MEAN)) / np.array(cfg.DATA.IMAGENET_STD)
     assert np.allclose(out.mean(axis=(1, 2)), white, atol=1e-4)

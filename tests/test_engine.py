@@ -52,9 +52,9 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_config):
     # The digest the run reports (and each rank logs) is that of the weights it saved.
     saved = engine.swin_transformer.build_swin(full)
     saved.set_state_dict(b)
-    assert result['weights_sha256'] == engine.weights_digest(saved)
+    assert result['weights_sha256'] == checkpoints.weights_digest(saved)
     saved.set_state_dict(a)
-    assert engine.weights_digest(saved) != engine.weights_digest(engine.swin_transformer.build_swin(full))
+    assert checkpoints.weights_digest(saved) != checkpoints.weights_digest(engine.swin_transformer.build_swin(full))
 
 
 def test_checkpoint_layout_history_and_best(tmp_path, tiny_config):

@@ -21,7 +21,8 @@ import labels
 import loader
 import optim
 import swin_transformer
-from config import get_arguments, get_config, merge_opts, update_config
+import transforms
+from config import ConfigError, get_arguments, get_config, merge_opts, update_config
 from errors import UsageError
 from helpers import configured
 from mixup import Mixup
@@ -182,7 +183,7 @@ def colourful_face():
 def shares(config, draws=400):
     """How often the training transform ran grayscale, colour jitter, rotation and blur."""
     counts = {'Grayscale': 0, 'ColorJitter': 0, 'RandomRotation': 0, 'GaussianBlur': 0}
-    transform = datasets.train_transform(config)
+    transform = transforms.train_transform(config)
     for step in transform.transforms:
         inner = getattr(step, 'transform', None)
         if inner is not None:
@@ -219,16 +220,16 @@ def test_augmentation_runs_with_the_releases_probabilities(tiny_config):
 def test_random_erasing_count_divides_the_area():
     random.seed(3)
     np.random.seed(3)
-    erase = datasets.RandomErasing(1.0, 'const', max_count=3)
+    erase = transforms.RandomErasing(1.0, 'const', max_count=3)
     fractions = [float((erase(np.ones((3, 60, 60), np.float32)) == 0).mean()) for _ in range(300)]
     # Up to 3 boxes, each of 2%-1/3 of the image divided by their number: at most 1/3 in all
     # (plus rounding), and more than one box in most draws.
     assert max(fractions) < 1 / 3 + 0.03
     assert min(fractions) > 0.0
-    single = datasets.RandomErasing(1.0, 'const', max_count=1)
+    single = transforms.RandomErasing(1.0, 'const', max_count=1)
     assert max(float((single(np.ones((3, 60, 60), np.float32)) == 0).mean()) for _ in range(300)) > 0.25
-    with pytest.raises(datasets.DataError, match="TRAIN.RANDOM_ERASE_MODE 'noise'"):
-        datasets.RandomErasing(0.25, 'noise')
+    with pytest.raises(ConfigError, match="TRAIN.RANDOM_ERASE_MODE 'noise'"):
+        transforms.RandomErasing(0.25, 'noise')
 
 
 def test_validation_during_training_holds_only_the_models_classes(tiny_config, abaw_small):

@@ -22,6 +22,9 @@ _C.BASE = ['']
 _C.DATA = CN()
 _C.DATA.BATCH_SIZE = 256  # per process
 _C.DATA.BATCH_SIZE_EVAL = None  # None: same as BATCH_SIZE
+# added, accepted and unused: PaddleViT's other models name their data folder with it; ABAW uses
+# DATA_FOLDER and ANNO_FOLDER.
+_C.DATA.DATA_PATH = ''
 _C.DATA.ANNO_FOLDER = './anno'  # ABAW EXPR annotations: Train_Set/, Validation_Set/
 _C.DATA.DATA_FOLDER = './data'  # aligned faces: <video>/00001.jpg
 # Optional lists in the release's format: 'video/00001.jpg label' per line, the label already in
@@ -205,6 +208,7 @@ _FLAG_KEYS = {
     'batch_size': 'DATA.BATCH_SIZE',
     'batch_size_eval': 'DATA.BATCH_SIZE_EVAL',
     'image_size': 'DATA.IMAGE_SIZE',
+    'data_path': 'DATA.DATA_PATH',
     'data_folder': 'DATA.DATA_FOLDER',
     'anno_folder': 'DATA.ANNO_FOLDER',
     'data_list_train': 'DATA.DATA_LIST_TRAIN',
@@ -268,6 +272,7 @@ def add_common_args(parser):
     parser.add_argument('-batch_size', type=int, default=None)
     parser.add_argument('-batch_size_eval', type=int, default=None)
     parser.add_argument('-image_size', type=int, default=None)
+    parser.add_argument('-data_path', type=str, default=None, help='accepted, unused (see -data_folder)')
     parser.add_argument('-data_folder', type=str, default=None, help='aligned faces: DIR/<video>/00001.jpg')
     parser.add_argument('-anno_folder', type=str, default=None, help='ABAW EXPR annotations (Train_Set/, Validation_Set/)')
     parser.add_argument('-data_list_train', type=str, default=None)

@@ -91,16 +91,15 @@ def load_pretrained(model, path, keep_head=False):
     expected = {k: list(v.shape) for k, v in model.state_dict().items()
                 if not k.endswith(BUFFER_SUFFIXES)}
 
-    head_mismatch = [k for k in state if k.startswith(HEAD_PREFIX) and k in expected
-                     and _shape(state[k]) != expected[k]]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [k for k in state if k in expected and _shape(state[k]) != expected[k]]
+    head_mismatch = [k for k in wrong_shape if k.startswith(HEAD_PREFIX)]
     found, wanted = checkpoint_num_classes(state), expected.get(HEAD_PREFIX + 'bias', [None])[0]
     if head_mismatch and keep_head and found != wanted:
         raise CheckpointError(
             f"{path}: classifier has {found} classes but the model has {wanted} "
             f"(check -class_type / MODEL.NUM_CLASSES)")
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [k for k in state if k in expected and _shape(state[k]) != expected[k]]
     if keep_head and (missing or unexpected or wrong_shape):
         parts = [f"{title}: {_listing(keys)}" for title, keys in (
             ('missing', missing), ('unexpected', unexpected),
@@ -171,7 +170,8 @@ def find_resume_checkpoint(output_dir, logger):
             candidates.append((int(match.group(1)), 0, path))
         elif name == 'last.pdparams':
             candidates.append((None, 1, path))
-    # `last` is rewritten every epoch, so read its epoch; periodic files carry it in the name.
+    # `last` is rewritten every epoch, so read its epoch (which also proves it readable); periodic
+    # files carry it in the name and are read only when their turn comes.
     resolved = []
     for epoch, priority, path in candidates:
         if epoch is None:
@@ -181,12 +181,13 @@ def find_resume_checkpoint(output_dir, logger):
                 logger.info(f"resume auto: skipping {err}")
                 continue
         resolved.append((epoch, priority, path))
-    for epoch, _, path in sorted(resolved, reverse=True):
-        try:
-            read_checkpoint(path)
-        except CheckpointError as err:
-            logger.info(f"resume auto: skipping {err}")
-            continue
+    for epoch, priority, path in sorted(resolved, reverse=True):
+        if priority == 0:
+            try:
+                read_checkpoint(path)
+            except CheckpointError as err:
+                logger.info(f"resume auto: skipping {err}")
+                continue
         return path
     return None
 

@@ -33,11 +33,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def run_command(function, *args, **kwargs):
+def run_command(function, *args, error_label='error', **kwargs):
     """Call a tool's main body; its return value is the exit code (None: 0). A CfcspError ends as
-    one `error: <message>` line on stderr and the error's exit code, without a traceback."""
+    one `<error_label>: <message>` line on stderr and the error's exit code, without a traceback."""
     try:
         return int(function(*args, **kwargs) or 0)
     except CfcspError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        print(f"{error_label}: {err}", file=sys.stderr, flush=True)
         return err.exit_code

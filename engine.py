@@ -12,7 +12,6 @@ import datetime
 import json
 import math
 import os
-import sys
 import time
 
 import cpu_env  # noqa: F401  (threading / MKL settings before paddle is imported)
@@ -28,7 +27,7 @@ import labels as abaw_labels
 import swin_transformer
 from checkpoints import CheckpointError, unwrap
 from distributed import all_gather_array, all_reduce_mean, make_logger, setup_device, world
-from errors import CfcspError, TrainingError, UsageError
+from errors import TrainingError, UsageError
 from fileio import atomic_open, atomic_path, check_writable_dir
 from loader import build_loader, seed_epoch
 from metrics import classification_scores
@@ -208,11 +207,10 @@ class RunContext:
 
 def start_run(config, output_given, distributed):
     """STEP 0: check the config, join the process group, claim the output folder, set the device."""
-    abaw_labels.check_class_type(config.DATA.CLASS_TYPE)
-    class_names = abaw_labels.CLASS_NAMES[config.DATA.CLASS_TYPE]
-    if config.MODEL.NUM_CLASSES != len(class_names):
+    wanted = abaw_labels.NUM_CLASSES[abaw_labels.check_class_type(config.DATA.CLASS_TYPE)]
+    if config.MODEL.NUM_CLASSES != wanted:
         raise UsageError(f"MODEL.NUM_CLASSES {config.MODEL.NUM_CLASSES} does not match class_type "
-                            f"'{config.DATA.CLASS_TYPE}' ({len(class_names)} classes)")
+                         f"'{config.DATA.CLASS_TYPE}' ({wanted} classes)")
     if distributed and paddle.distributed.get_world_size() > 1:
         paddle.distributed.init_parallel_env()
     rank, world_size = world()
@@ -412,12 +410,12 @@ def build_parser(description):
 def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluation'):
     """Command-line entry: every expected failure ends as one 'error: ...' line (naming the rank
     after the first) and its exit code: 2 for a bad flag or input, 1 for a failure while running."""
-    try:
-        args = build_parser(description).parse_args(argv)
-        config = config_module.update_config(config_module.get_config(), args)
-        run(config, output_given=bool(args.output), distributed=distributed)
-    except CfcspError as err:
-        rank = paddle.distributed.get_rank()
-        print(f"error{f' (rank {rank})' if rank else ''}: {err}", file=sys.stderr, flush=True)
-        return err.exit_code
-    return 0
+    rank = paddle.distributed.get_rank()  # from the launcher's environment, before the group exists
+    return console.run_command(_parse_and_run, argv, distributed, description,
+                               error_label=f"error (rank {rank})" if rank else 'error')
+
+
+def _parse_and_run(argv, distributed, description):
+    args = build_parser(description).parse_args(argv)
+    config = config_module.update_config(config_module.get_config(), args)
+    run(config, output_given=bool(args.output), distributed=distributed)

@@ -50,11 +50,8 @@ def _no_weight_decay(name, param):
 def decayed_parameters(config, model):
     """Structured names of the parameters AdamW decays: all of them, as the release ran, or with
     TRAIN.NO_DECAY_NORM_BIAS all but norms, biases and relative_position_bias_table."""
-    names = [n for n, _ in model.named_parameters()]
-    if not config.TRAIN.NO_DECAY_NORM_BIAS:
-        return names
-    params = dict(model.named_parameters())
-    return [n for n in names if not _no_weight_decay(n, params[n])]
+    exempt = bool(config.TRAIN.NO_DECAY_NORM_BIAS)
+    return [n for n, p in model.named_parameters() if not (exempt and _no_weight_decay(n, p))]
 
 
 def build_optimizer(config, model, lr_scheduler):

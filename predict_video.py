@@ -77,9 +77,9 @@ COARSE_NEGATIVE = COARSE_CLASSES.index('Negative')
 CSV_HEADER = (['frame', 'time', 'face', 'x1', 'y1', 'x2', 'y2', 'face_prob']
               + list(ABAW_CLASSES) + ['label', 'label_id'])
 PEOPLE_HEADER = ['person', 'frames', 'first_frame', 'last_frame', 'x1', 'y1', 'x2', 'y2']
-# The face flags default to `python -m preprocess`'s, so the faces classified here are the faces
-# the models were trained and evaluated on.
-FACE_DEFAULTS = FaceSettings()
+FACE_FLAGS = {'min_prob': '-min_prob', 'min_face_size': '-min_face_size', 'detect_size': '-detect_size',
+              'track_gap_s': '-track_gap_s', 'mode': '-face_mode', 'image_size': '-face_size',
+              'jpeg_quality': '-jpeg_quality'}
 
 
 # ----------------------------------------------------------------------------- models
@@ -391,21 +391,9 @@ def build_parser():
                              'main: only person 1, the one present longest')
     parser.add_argument('-min_track_s', type=float, default=1.0,
                         help='seconds a second, third, ... person must be visible to be reported')
-    parser.add_argument('-min_prob', type=float, default=FACE_DEFAULTS.min_prob,
-                        help='faces below this MTCNN probability are ignored')
-    parser.add_argument('-min_face_size', type=int, default=FACE_DEFAULTS.min_face_size,
-                        help='smallest face MTCNN looks for, in pixels of the frame it detects on')
-    parser.add_argument('-detect_size', type=int, default=FACE_DEFAULTS.detect_size,
-                        help='as --detect_size of python -m preprocess (0 = detect at full resolution)')
-    parser.add_argument('-track_gap_s', type=float, default=FACE_DEFAULTS.track_gap_s,
-                        help='a person keeps their track through this many seconds without a face')
-    parser.add_argument('-face_mode', choices=('align', 'crop'), default=FACE_DEFAULTS.mode,
-                        help='as --mode of python -m preprocess')
-    parser.add_argument('-face_size', type=int, default=FACE_DEFAULTS.image_size,
-                        help='side of the aligned face before the model transform (as --image_size)')
-    parser.add_argument('-jpeg_quality', type=int, default=FACE_DEFAULTS.jpeg_quality,
-                        help='the aligned face goes through JPEG at this quality, as the face '
-                             'files of python -m preprocess do')
+    # The face flags default to python -m preprocess's, so the faces classified here are the
+    # faces the models were trained and evaluated on.
+    FaceSettings.add_arguments(parser, FACE_FLAGS)
     parser.add_argument('-overwrite', action='store_true', help='redo videos whose outputs exist')
     return parser
 
@@ -419,11 +407,6 @@ def _check_args(parser, args):
     if args.min_track_s < 0:
         parser.error(f"-min_track_s must be >= 0, got {args.min_track_s}")
     face_settings(args)
-
-
-FACE_FLAGS = {'min_prob': '-min_prob', 'min_face_size': '-min_face_size', 'detect_size': '-detect_size',
-              'track_gap_s': '-track_gap_s', 'mode': '-face_mode', 'image_size': '-face_size',
-              'jpeg_quality': '-jpeg_quality'}
 
 
 def face_settings(args):

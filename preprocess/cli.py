@@ -13,7 +13,9 @@ from preprocess.faces import FaceSettings
 from preprocess.jobs import PlanError, find_videos, plan_jobs, read_video_list
 from preprocess.video import VIDEO_EXTENSIONS, probe_frame_count
 
-DEFAULTS = FaceSettings()
+FACE_FLAGS = {'mode': '--mode', 'image_size': '--image_size', 'margin': '--margin', 'min_prob': '--min_prob',
+              'min_face_size': '--min_face_size', 'jpeg_quality': '--jpeg_quality',
+              'detect_batch': '--batch_size', 'detect_size': '--detect_size', 'track_gap_s': '--track_gap_s'}
 
 
 def parse_args(argv=None):
@@ -40,21 +42,7 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, default=None,
                         help='detection worker processes (default: CPU cores on cpu, 0 = in-process on cuda)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda (or cuda:N)')
-    parser.add_argument('--batch_size', type=int, default=DEFAULTS.detect_batch, help='frames per MTCNN call')
-    parser.add_argument('--mode', choices=('align', 'crop'), default=DEFAULTS.mode,
-                        help='align: 5-point similarity alignment (default); crop: box with margin')
-    parser.add_argument('--image_size', type=int, default=DEFAULTS.image_size)
-    parser.add_argument('--margin', type=float, default=DEFAULTS.margin, help="box margin per side for --mode crop")
-    parser.add_argument('--min_prob', type=float, default=DEFAULTS.min_prob,
-                        help='faces below this MTCNN probability are ignored')
-    parser.add_argument('--min_face_size', type=int, default=DEFAULTS.min_face_size,
-                        help='smallest face MTCNN looks for, in pixels of the frame it detects on')
-    parser.add_argument('--detect_size', type=int, default=DEFAULTS.detect_size,
-                        help='frames whose longest side is larger are detected on a copy scaled to this '
-                             'longest side; faces are still cut from the full frame (0 = full resolution)')
-    parser.add_argument('--track_gap_s', type=float, default=DEFAULTS.track_gap_s,
-                        help='a person keeps their track through this many seconds without a detection')
-    parser.add_argument('--jpeg_quality', type=int, default=DEFAULTS.jpeg_quality, help='quality of the face JPEGs (1-100)')
+    FaceSettings.add_arguments(parser, FACE_FLAGS)
     parser.add_argument('--system_ffmpeg', action='store_true',
                         help="use the system's ffmpeg if present instead of imageio-ffmpeg's")
     args = parser.parse_args(argv)
@@ -68,11 +56,6 @@ def parse_args(argv=None):
     except ValueError as err:
         parser.error(str(err))
     return args
-
-
-FACE_FLAGS = {'mode': '--mode', 'image_size': '--image_size', 'margin': '--margin', 'min_prob': '--min_prob',
-              'min_face_size': '--min_face_size', 'jpeg_quality': '--jpeg_quality',
-              'detect_batch': '--batch_size', 'detect_size': '--detect_size', 'track_gap_s': '--track_gap_s'}
 
 
 def face_settings(args):

@@ -39,6 +39,21 @@ ALIGN_TEMPLATE = np.array([
 MODES = ('align', 'crop')
 
 
+FLAG_HELP = {
+    'mode': 'align: 5-point similarity alignment (default); crop: box with margin',
+    'image_size': 'side of the stored (and classified) face, in pixels',
+    'margin': 'box margin per side, for mode crop',
+    'min_prob': 'faces below this MTCNN probability are ignored',
+    'min_face_size': 'smallest face MTCNN looks for, in pixels of the frame it detects on',
+    'jpeg_quality': 'quality (1-100) of the face JPEGs; predict_video.py sends every face through the '
+                    'same JPEG round trip, so it classifies what python -m preprocess writes',
+    'detect_batch': 'frames per MTCNN call',
+    'detect_size': 'frames whose longest side is larger are detected on a copy scaled to this longest '
+                   'side; faces are still cut from the full frame (0 = full resolution)',
+    'track_gap_s': 'a person keeps their track through this many seconds without a detection',
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class FaceSettings:
     """Every parameter that decides which faces are found and how they are cut out and stored.
@@ -88,6 +103,16 @@ class FaceSettings:
     def as_dict(self):
         """JSON-ready copy, for the manifests that record how faces were made."""
         return _json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def add_arguments(cls, parser, flags):
+        """Declare the command-line flags of the fields in `flags` (field -> flag as the user types
+        it), each defaulting to that field's default, so every tool offers the same face flags."""
+        defaults = cls()
+        for field, flag in flags.items():
+            default = getattr(defaults, field)
+            kind = {'choices': MODES} if field == 'mode' else {'type': type(default)}
+            parser.add_argument(flag, default=default, help=FLAG_HELP[field], **kind)
 
     @classmethod
     def from_flags(cls, args, flags):

@@ -9,6 +9,10 @@ import tempfile
 
 from errors import UsageError
 
+# The file that marks an output folder of a resumable job (python -m preprocess) finished; it
+# holds that output's JSON manifest (frames, faces, ...). Its dot keeps it out of frame listings.
+DONE_MARKER = '.done'
+
 
 @contextlib.contextmanager
 def atomic_path(path):

@@ -3,6 +3,8 @@
 Everything that reads or writes labels (datasets, fusion, submission files, preprocessing of
 `_left`/`_right` videos) goes through this module so the class orders are defined once.
 """
+import os
+
 from errors import UsageError
 from fileio import atomic_open
 
@@ -81,17 +83,88 @@ def write_annotation(path, labels):
         f.writelines(f"{int(label)}\n" for label in labels)
 
 
+# Why a name in a video list may carry one: lists are often written from `ls VIDEO_DIR`.
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv')
+ANNOTATION_SPLITS = ('Train_Set', 'Validation_Set')
+
+
+class VideoListError(UsageError):
+    """A video list that cannot be used; the message names the file (and line)."""
+
+
 def read_video_list(path, flag='-video_list'):
-    """Video names, one per line (blank lines and '#' comments ignored); ValueError names the file."""
+    """Video (output) names of a video list, in file order: every tool reads lists with this.
+
+    The rule: one name a line; '#' starts a comment that runs to the end of the line; blank lines
+    and the whitespace around a name are ignored; a video extension (.mp4, .avi, ...) is dropped,
+    so `ls VIDEO_DIR` output works; a name holding '/' or starting with '.' is not a video name,
+    and a name listed twice is a mistake: both are a VideoListError naming the line.
+    `<name>_left` / `<name>_right` are the two people of video `<name>` (split_person).
+    """
     try:
-        with open(path, 'r', encoding='utf-8') as f:
-            names = [line.strip() for line in f]
-    except OSError as err:
-        raise ValueError(f"{flag} {path}: cannot read ({err.strerror})") from None
-    names = [n for n in names if n and not n.startswith('#')]
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise VideoListError(f"{flag} {path}: cannot read it ({err})") from None
+    names, first_line = [], {}
+    for number, line in enumerate(lines, start=1):
+        name = line.split('#', 1)[0].strip()
+        if not name:
+            continue
+        stem, extension = os.path.splitext(name)
+        if extension.lower() in VIDEO_EXTENSIONS:
+            name = stem
+        if '/' in name or '\\' in name or name.startswith('.'):
+            raise VideoListError(f"{flag} {path} line {number}: '{line.strip()}' is not a video "
+                                 "name")
+        if name in first_line:
+            raise VideoListError(f"{flag} {path} line {number}: '{name}' is listed twice (first "
+                                 f"on line {first_line[name]})")
+        first_line[name] = number
+        names.append(name)
     if not names:
-        raise ValueError(f"{flag} {path}: no video names in the file")
+        raise VideoListError(f"{flag} {path}: no video names in it")
     return names
+
+
+def annotation_files(anno_folder, split=None, flag='-anno_folder', required=True, log=None):
+    """{video name: annotation path} of the ABAW EXPR files (<video>.txt): every tool finds
+    annotations with this.
+
+    anno_folder is the root of the annotations, holding Train_Set/ and Validation_Set/ (the
+    release's meaning); `split` picks one of those sub-folders, None takes both (a video in both
+    keeps the Train_Set file). A folder that holds the .txt files directly (no such sub-folder)
+    is read as it is, said in one line on `log`. Nothing found: a UsageError naming the folder
+    when `required`, else {}.
+    """
+    if not os.path.isdir(anno_folder):
+        if not required:
+            return {}
+        raise UsageError(f"{flag} {anno_folder}: no such folder")
+    splits = ANNOTATION_SPLITS if split is None else (split,)
+    folders = [os.path.join(anno_folder, name) for name in splits
+               if os.path.isdir(os.path.join(anno_folder, name))]
+    direct = _txt_files(anno_folder)
+    if not folders and direct:
+        if log is not None:
+            log.info("%s %s has no %s sub-folder: read its .txt files as the annotations", flag,
+                     anno_folder, ' or '.join(f"{name}/" for name in splits))
+        folders = [anno_folder]
+    found = {}
+    for folder in folders:
+        for name, path in _txt_files(folder).items():
+            found.setdefault(name, path)
+    if not found and required:
+        raise UsageError(f"{flag} {anno_folder}: no annotation files (<video>.txt) in "
+                         f"{' or '.join(f'{name}/' for name in splits)} or in the folder itself")
+    return found
+
+
+def _txt_files(folder):
+    # Dot-files include fileio's temporary files (a write in progress) and editors' backups.
+    return {name[:-4]: os.path.join(folder, name) for name in sorted(os.listdir(folder))
+            if name.endswith('.txt') and not name.startswith('.')
+            and os.path.isfile(os.path.join(folder, name))}
 
 
 def split_person(video_name):

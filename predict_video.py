@@ -7,7 +7,7 @@
 Each video goes through the project's own stages, in memory and in one pass: the face loop of
 `python -m preprocess` (preprocess.faceloop: FFmpeg decoding, MTCNN detection, tracking of each
 person, alignment), the validation transform (transforms.val_transform), the coarse and negative Swin
-models (predictor.load_classifier), Smooth Predicting and fusion (smooth_predict.Smoothing, by
+models (predictor.load_classifier), Smooth Predicting and fusion (fusion.Smoothing, by
 default SP on each model's logits with K = 2 as the release's figure draws it, then soft fusion;
 fill_missing). Every aligned face is JPEG-encoded and decoded exactly as `python -m preprocess`
 writes it and `-eval` reads it, so the labels equal those of running the three steps separately.
@@ -23,7 +23,7 @@ smoothed along their own track, as <video>_person<k>.csv/.txt/_timeline.png (k =
 present longest), plus <video>_people.csv (person, frames, first and last frame, mean box); the
 annotated video shows every person's box, number and label.
 
-Frames without a face take the label of the nearest frame with one (smooth_predict's rule);
+Frames without a face take the label of the nearest frame with one (fusion.fill_missing);
 a video without any face is all Neutral and is listed at the end. The CSV (or, for several people,
 the people CSV) is written last: a video whose outputs all exist is skipped on the next run
 (-overwrite redoes it).
@@ -54,6 +54,7 @@ import datasets  # noqa: E402
 import transforms  # noqa: E402
 from errors import UsageError  # noqa: E402
 from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
+from fusion import Smoothing, fill_missing  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
 from plots import plot_timeline  # noqa: E402
 from predictor import exported_files, load_classifier  # noqa: E402
@@ -64,8 +65,6 @@ from preprocess.jobs import PlanError, find_videos  # noqa: E402
 from preprocess.pipeline import clean_stale_temporaries  # noqa: E402
 from preprocess.video import (VIDEO_EXTENSIONS, iter_frames, probe_frame_count,  # noqa: E402
                               probe_frame_rate, write_video)
-from smooth_predict import (Smoothing, add_smoothing_arguments, check_smoothing_flags,  # noqa: E402
-                            fill_missing, smoothing_from_args)
 
 log = logging.getLogger('predict_video')
 
@@ -133,7 +132,7 @@ def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps
 
     Returns a dict: frames (count), tracked (preprocess.tracking.TrackedVideo: every detection
     and its person), keys [N] (frame, face index) of the classified faces, coarse_logits [N, 5],
-    negative_logits [N, 4] (NaN rows where `smoothing` (a smooth_predict.Smoothing, default the
+    negative_logits [N, 4] (NaN rows where `smoothing` (a fusion.Smoothing, default the
     release's SP) does not read them: hard fusion, fused mode or K = 0, coarse label not
     Negative), seconds per stage (decode, detect, track, align, classify).
     """
@@ -214,7 +213,7 @@ def person_analyses(video, min_track_s, fps, people='all'):
 
 def fuse_and_smooth(analysis, smoothing=None):
     """(smoothed fused probabilities [N, 8] of the face frames, label of every frame [T]) by
-    smooth_predict's rules: `smoothing` (default the release's SP) over frame numbers, fusion,
+    fusion.py's rules: `smoothing` (default the release's SP) over frame numbers, fusion,
     argmax, faceless frames filled."""
     smoothing = smoothing or Smoothing()
     smoothed = smoothing.apply(analysis['coarse_logits'], analysis['negative_logits'],
@@ -378,7 +377,7 @@ def build_parser():
     for kind in MODEL_KINDS:
         parser.add_argument(f'-{kind}_cfg', help=f'YAML config of the {kind} model')
         parser.add_argument(f'-{kind}_weights', help=f'{kind} model: .pdparams, exported prefix or .onnx file')
-    add_smoothing_arguments(parser)
+    Smoothing.add_arguments(parser)
     parser.add_argument('-device', choices=('cpu', 'gpu'), default='cpu',
                         help='where the models and face detection run')
     parser.add_argument('-annotate', action='store_true', help='also write <video>_annotated.mp4')
@@ -399,7 +398,7 @@ def build_parser():
 
 
 def _check_args(parser, args):
-    check_smoothing_flags(parser, args)
+    Smoothing.from_args(args)  # the smoothing flags' checks
     if args.workers is not None and args.workers < 0:
         parser.error(f"-workers must be >= 0, got {args.workers}")
     if args.classify_batch < 1:
@@ -444,7 +443,7 @@ def stage_report(frames, faces, seconds, wall):
 
 def run(args):
     """Predict every video of the input; returns {done, skipped, no_face, failures, totals}."""
-    smoothing = smoothing_from_args(args)
+    smoothing = Smoothing.from_args(args)
     settings = face_settings(args)
     videos = find_inputs(args.input)
     if os.path.isdir(args.input) and is_inside(args.output, args.input):

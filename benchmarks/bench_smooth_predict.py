@@ -26,7 +26,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import smooth_predict  # noqa: E402
+import fusion as fusion_rules  # noqa: E402  ('fusion' names the soft/hard mode below)
+import smooth_predict  # noqa: E402  (the command itself is timed in-process)
+import smoothing_search  # noqa: E402
+import video_table  # noqa: E402
 from benchmarks.common import (RESULTS_MD, machine_info, machine_markdown,  # noqa: E402
                                update_results_section)
 from labels import (COARSE_CLASSES, COARSE_MAP, NEGATIVE_CLASSES, NEGATIVE_MAP,  # noqa: E402
@@ -74,26 +77,26 @@ def generate(folder, total_frames, num_videos, seed=0):
 def time_arrays(coarse, negative, anno, fusion):
     """Lines of text: the array work of one fusion, timed, and the search's peak memory."""
     start = time.perf_counter()
-    table = smooth_predict.build_video_table(coarse, negative, fusion, anno)
+    table = video_table.build_video_table(coarse, negative, fusion, anno)
     built = time.perf_counter()
-    rows, best = smooth_predict.search(table)
+    rows, best = smoothing_search.search(table)
     searched = time.perf_counter()
-    setting = smooth_predict.best_setting(best, fusion)
+    setting = smoothing_search.best_setting(best, fusion)
     labels = table.all_frame_labels(np.argmax(table.smoothed(setting), axis=1))
     done = time.perf_counter()
     per_mode = []
-    for mode in smooth_predict.SMOOTH_MODES:
+    for mode in fusion_rules.SMOOTH_MODES:
         mode_start = time.perf_counter()
-        mode_rows, _ = smooth_predict.search(table, modes=(mode,))
+        mode_rows, _ = smoothing_search.search(table, modes=(mode,))
         seconds = time.perf_counter() - mode_start
         per_mode.append(f"{mode} {len(mode_rows)} settings {seconds:.2f} s "
                         f"({seconds / len(mode_rows) * 1000:.0f} ms each)")
     figure = next(row for row in rows if row['mode'] == 'logits'
-                  and row['window'] == smooth_predict.FIGURE_WINDOW)
+                  and row['window'] == fusion_rules.FIGURE_WINDOW)
 
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    smooth_predict.search(table)
+    smoothing_search.search(table)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     rows_bytes = table.coarse_logits.nbytes + table.negative_logits.nbytes + table.probs.nbytes
@@ -102,7 +105,7 @@ def time_arrays(coarse, negative, anno, fusion):
         f"settings {searched - built:.2f} s ({'; '.join(per_mode)} when run alone), final labels "
         f"{done - searched:.2f} s; {labels.size} frame labels",
         f"{fusion} fusion: best {setting.short} macro F1 {best['macro_f1']:.4f}; the release's "
-        f"figure (logits K={smooth_predict.FIGURE_WINDOW}) {figure['macro_f1']:.4f}; "
+        f"figure (logits K={fusion_rules.FIGURE_WINDOW}) {figure['macro_f1']:.4f}; "
         f"no smoothing {rows[0]['macro_f1']:.4f}",
         f"{fusion} fusion, search memory: peak {peak / 2 ** 20:.0f} MB above the table "
         f"= {peak / table.frames.size:.0f} bytes per predicted frame (the table's logits and "
@@ -132,8 +135,8 @@ def main():
             f"in {time.perf_counter() - start:.1f} s")
         coarse_path, negative_path = (os.path.join(folder, f"{k}.npz") for k in ('coarse', 'negative'))
 
-        coarse = smooth_predict.load_predictions(coarse_path, 'coarse')
-        negative = smooth_predict.load_predictions(negative_path, 'negative')
+        coarse = video_table.load_predictions(coarse_path, 'coarse')
+        negative = video_table.load_predictions(negative_path, 'negative')
         for fusion in ('soft', 'hard'):
             for line in time_arrays(coarse, negative, anno, fusion):
                 say(line)

@@ -21,12 +21,11 @@ import os
 import shutil
 import time
 
-from fileio import atomic_open, is_temporary
+from fileio import DONE_MARKER, atomic_open, is_temporary
 from preprocess.faceloop import FALLBACK_FPS, Detector, FaceLoop
 from preprocess.faces import LANDMARK_NAMES
 from preprocess.video import probe_frame_rate
 
-DONE_MARKER = '.done'
 CSV_NAME = 'detections.csv'
 CSV_HEADER = (['frame', 'face', 'x1', 'y1', 'x2', 'y2', 'prob']
               + [f'{name}_{axis}' for name in LANDMARK_NAMES for axis in ('x', 'y')]

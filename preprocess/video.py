@@ -17,8 +17,7 @@ import numpy as np
 
 from errors import CfcspError
 from fileio import atomic_path
-
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv')
+from labels import VIDEO_EXTENSIONS  # one list: video lists drop these extensions too
 
 
 class VideoDecodeError(CfcspError, RuntimeError):

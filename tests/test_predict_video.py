@@ -20,7 +20,9 @@ from demo.synthetic_video import write_crossing_clip, write_face_clip  # noqa: E
 
 import engine  # noqa: E402
 import predict_video  # noqa: E402
+import fusion  # noqa: E402
 import smooth_predict  # noqa: E402
+import video_table  # noqa: E402
 from config import get_config, update_config  # noqa: E402
 from labels import ABAW_CLASSES, read_annotation  # noqa: E402
 from preprocess import cli  # noqa: E402
@@ -129,10 +131,10 @@ def test_equals_preprocess_eval_and_smooth_predict_run_separately(clip, predicte
     labels = read_annotation(separate / 'clip.txt')
     assert len(set(labels)) > 1  # the comparison would be weak if every frame had one label
 
-    table = smooth_predict.build_video_table(smooth_predict.load_predictions(npz['coarse'], 'coarse'),
-                                             smooth_predict.load_predictions(npz['negative'], 'negative'),
+    table = video_table.build_video_table(video_table.load_predictions(npz['coarse'], 'coarse'),
+                                             video_table.load_predictions(npz['negative'], 'negative'),
                                              'soft', frames_folder=str(all_frames))
-    smoothed = table.smoothed(smooth_predict.Smoothing('logits', 'soft', 2))
+    smoothed = table.smoothed(fusion.Smoothing('logits', 'soft', 2))
     rows = _read_csv(predicted / 'clip.csv')
     face_rows = [row for row in rows if row['face'] == '1']
     assert [int(row['frame']) for row in face_rows] == table.frames.tolist()
@@ -187,16 +189,16 @@ def test_hard_fusion_runs_the_negative_model_where_the_rule_reads_it(clip):
 
     def labels_from_full_logits(setting, negative_logits):
         probs = setting.apply(coarse, negative_logits, frames=face_frames)
-        return smooth_predict.fill_missing(face_frames, probs.argmax(axis=1), len(HAS_FACE)).tolist()
+        return fusion.fill_missing(face_frames, probs.argmax(axis=1), len(HAS_FACE)).tolist()
 
     only_coarse_negative = np.full(negative.shape, np.nan)
     only_coarse_negative[1] = negative[1]
-    logits_mode = smooth_predict.Smoothing('logits', 'hard', 2)
+    logits_mode = fusion.Smoothing('logits', 'hard', 2)
     # The case is a real one: with only frame 2's negative logits the labels would differ.
     assert labels_from_full_logits(logits_mode, negative) != \
         labels_from_full_logits(logits_mode, only_coarse_negative)
     for setting, expected_calls in ((logits_mode, list(range(face_frames.size))),
-                                    (smooth_predict.Smoothing('fused', 'hard', 2, 0.5), [1])):
+                                    (fusion.Smoothing('fused', 'hard', 2, 0.5), [1])):
         index.clear()
         negative_calls.clear()
         with Detector(workers=0) as detector:
@@ -216,12 +218,12 @@ def test_fused_mode_equals_smooth_predict(clip, separate_steps):
     separate = clip['root'] / 'separate_fused'
     smooth_predict.main(['-coarse', npz['coarse'], '-negative', npz['negative'], '-output', str(separate),
                          '-frames_folder', str(separate_steps['all_frames']), '-plot', '0'] + FUSED)
-    table = smooth_predict.build_video_table(smooth_predict.load_predictions(npz['coarse'], 'coarse'),
-                                             smooth_predict.load_predictions(npz['negative'], 'negative'),
+    table = video_table.build_video_table(video_table.load_predictions(npz['coarse'], 'coarse'),
+                                             video_table.load_predictions(npz['negative'], 'negative'),
                                              'soft', frames_folder=str(separate_steps['all_frames']))
     analysis = {'coarse_logits': table.coarse_logits, 'negative_logits': table.negative_logits,
                 'face_frames': table.frames, 'frames': int(table.num_frames[0])}
-    setting = smooth_predict.Smoothing('fused', 'soft', 2, 0.5)
+    setting = fusion.Smoothing('fused', 'soft', 2, 0.5)
     smoothed, labels = predict_video.fuse_and_smooth(analysis, setting)
     np.testing.assert_array_equal(smoothed, table.smoothed(setting))
     assert labels.tolist() == read_annotation(separate / 'clip.txt')

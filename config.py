@@ -4,8 +4,8 @@ facial_expression/config.py): every key it has exists here with its value, so it
 
 `get_config(cfg_file)` gives the defaults merged with a YAML file (which may name `BASE: [...]`
 files to merge first), `update_config(config, args)` applies command-line flags as the release's
-did. Keys this project adds are marked "added"; the defaults of the added keys reproduce what the
-release executed, and configs/swin_small_patch4_window7_224_fixed.yaml turns every fix on.
+did. Keys this project adds are tagged `# [added]` and listed in ADDED_KEYS; the defaults of the
+added keys reproduce what the release executed, and configs/swin_small_patch4_window7_224_fixed.yaml turns every fix on.
 """
 import os
 
@@ -22,18 +22,20 @@ _C.BASE = ['']
 _C.DATA = CN()
 _C.DATA.BATCH_SIZE = 256  # per process
 _C.DATA.BATCH_SIZE_EVAL = None  # None: same as BATCH_SIZE
-# added, accepted and unused: PaddleViT's other models name their data folder with it; ABAW uses
+# [added] accepted and unused: PaddleViT's other models name their data folder with it; ABAW uses
 # DATA_FOLDER and ANNO_FOLDER.
 _C.DATA.DATA_PATH = ''
-_C.DATA.ANNO_FOLDER = './anno'  # ABAW EXPR annotations: Train_Set/, Validation_Set/
+_C.DATA.ANNO_FOLDER = './anno'  # ABAW EXPR annotations' root: Train_Set/, Validation_Set/
 _C.DATA.DATA_FOLDER = './data'  # aligned faces: <video>/00001.jpg
 # Optional lists in the release's format: 'video/00001.jpg label' per line, the label already in
 # the class type's space. A list that does not exist yet is written from the annotations.
 _C.DATA.DATA_LIST_TRAIN = None
 _C.DATA.DATA_LIST_VAL = None
-_C.DATA.TRAIN_SPLIT = 'Train_Set'  # added: annotation sub-folders
-_C.DATA.VAL_SPLIT = 'Validation_Set'
-# added: -eval on videos without annotations (the test set): one video name per line
+# [added] the ANNO_FOLDER sub-folders training and validation read (a folder without them is read
+# as it is; labels.annotation_files)
+_C.DATA.TRAIN_SPLIT = 'Train_Set'  # [added]
+_C.DATA.VAL_SPLIT = 'Validation_Set'  # [added]
+# [added] -eval on videos without annotations (the test set): a video list (labels.read_video_list)
 _C.DATA.VIDEO_LIST = ''
 _C.DATA.DATASET = 'ABAW'
 _C.DATA.CLASS_TYPE = 'all'  # all (8) | coarse (5) | negative (4)
@@ -41,19 +43,19 @@ _C.DATA.IMAGE_SIZE = 224
 _C.DATA.IMAGE_CHANNELS = 3
 _C.DATA.CROP_PCT = 0.9  # validation resize = floor(IMAGE_SIZE / CROP_PCT), then center crop
 _C.DATA.NUM_WORKERS = 2
-# added: batches each loader worker keeps ready, and whether workers hand batches over through
+# [added] batches each loader worker keeps ready, and whether workers hand batches over through
 # shared memory (much faster than pipes for float32 batches; benchmarks/RESULTS.md).
 # If /dev/shm cannot hold them, the loader keeps 1 batch per worker or else uses pipes, and says
 # so, instead of dying with a bus error inside a worker.
-_C.DATA.PREFETCH_FACTOR = 2
-_C.DATA.USE_SHARED_MEMORY = True
+_C.DATA.PREFETCH_FACTOR = 2  # [added]
+_C.DATA.USE_SHARED_MEMORY = True  # [added]
 _C.DATA.IMAGENET_MEAN = [0.485, 0.456, 0.406]
 _C.DATA.IMAGENET_STD = [0.229, 0.224, 0.225]
-# added: the release's random-apply helper compared the wrong way round, so a transform meant to
+# [added] the release's random-apply helper compared the wrong way round, so a transform meant to
 # run with probability p ran with 1 - p (grayscale 0.8, colour jitter 0.2). True (default)
 # reproduces that; False applies the probabilities the release's code wrote down.
 _C.DATA.RELEASE_RANDOM_APPLY = True
-# added: a corrupt or truncated image is an error naming the file; True skips it and counts it.
+# [added] a corrupt or truncated image is an error naming the file; True skips it and counts it.
 _C.DATA.SKIP_BAD_IMAGES = False
 
 _C.MODEL = CN()
@@ -75,7 +77,7 @@ _C.MODEL.QKV_BIAS = True
 _C.MODEL.QK_SCALE = None
 _C.MODEL.APE = False
 _C.MODEL.PATCH_NORM = True
-# added: the released ABAW models skip the final LayerNorm before pooling (their norm.* weights
+# [added] the released ABAW models skip the final LayerNorm before pooling (their norm.* weights
 # exist but are unused); ImageNet Swin and timm apply it. Set True for weights from those.
 _C.MODEL.FINAL_NORM = False
 
@@ -90,8 +92,8 @@ _C.TRAIN.END_LR = 0.0
 _C.TRAIN.GRAD_CLIP = 5.0
 _C.TRAIN.ACCUM_ITER = 1
 _C.TRAIN.LINEAR_SCALED_LR = 512  # lr *= effective batch / this; None disables scaling
-_C.TRAIN.KEEP_CHECKPOINTS = 0  # added: newest N periodic checkpoints kept (0: all); best/last always
-# added: exempt norms, biases and relative_position_bias_table from weight decay, as the release's
+_C.TRAIN.KEEP_CHECKPOINTS = 0  # [added] newest N periodic checkpoints kept (0: all); best/last always
+# [added] exempt norms, biases and relative_position_bias_table from weight decay, as the release's
 # code intended. Its exemption compared structured names with Paddle's generated parameter names
 # and never matched, so every parameter was decayed: False (default) reproduces that.
 _C.TRAIN.NO_DECAY_NORM_BIAS = False
@@ -104,12 +106,12 @@ _C.TRAIN.OPTIMIZER.BETAS = (0.9, 0.999)
 _C.TRAIN.MODEL_EMA = False
 _C.TRAIN.MODEL_EMA_DECAY = 0.99996
 _C.TRAIN.MODEL_EMA_FORCE_CPU = False  # accepted, unused (the release kept the EMA on CPU with it)
-# added: validate with the EMA weights and keep the best checkpoint by their macro F1 (the release
+# [added] validate with the EMA weights and keep the best checkpoint by their macro F1 (the release
 # validated the trained weights only and saved the EMA alongside).
 _C.TRAIN.VALIDATE_EMA = False
 
 _C.TRAIN.SMOOTHING = 0.1
-# added: without mixup the release's loss smoothed labels by 0.1 whatever TRAIN.SMOOTHING said
+# [added] without mixup the release's loss smoothed labels by 0.1 whatever TRAIN.SMOOTHING said
 # (0 turned it off); True uses TRAIN.SMOOTHING's value. Mixup always used TRAIN.SMOOTHING.
 _C.TRAIN.USE_CONFIG_SMOOTHING = False
 # Accepted and unused, as in the release, whose training transform is fixed (see datasets.py).
@@ -136,7 +138,17 @@ _C.VALIDATE_FREQ = 1
 _C.SEED = 0
 _C.EVAL = False
 _C.AMP = False
-_C.DEVICE = ''  # added: '' picks gpu when Paddle has CUDA and one is visible, else cpu
+_C.DEVICE = ''  # [added] '' picks gpu when Paddle has CUDA and one is visible, else cpu
+
+
+# Every key above that the release's config.py does not have (each tagged `# [added]`);
+# tests/test_config.py checks that the release's keys plus these are exactly the config's keys.
+ADDED_KEYS = (
+    'DATA.DATA_PATH', 'DATA.TRAIN_SPLIT', 'DATA.VAL_SPLIT', 'DATA.VIDEO_LIST', 'DATA.PREFETCH_FACTOR',
+    'DATA.USE_SHARED_MEMORY', 'DATA.RELEASE_RANDOM_APPLY', 'DATA.SKIP_BAD_IMAGES', 'MODEL.FINAL_NORM',
+    'TRAIN.KEEP_CHECKPOINTS', 'TRAIN.NO_DECAY_NORM_BIAS', 'TRAIN.VALIDATE_EMA',
+    'TRAIN.USE_CONFIG_SMOOTHING', 'DEVICE',
+)
 
 
 class ConfigError(UsageError):

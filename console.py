@@ -3,6 +3,7 @@ warnings and errors prefixed `warning:` / `error:`), an argument parser whose mi
 reported like every other error, and the entry wrapper that turns the project's errors into one
 `error: ...` line and an exit code (errors.py: 2 for a bad flag or input, 1 for a failure)."""
 import argparse
+import copy
 import logging
 import sys
 
@@ -25,9 +26,44 @@ def setup(log, propagate=True):
     return log
 
 
+class _OneSpellingShown:
+    """Help shows the first spelling of each flag: its one-dash name (aliases are accepted only)."""
+
+    def _format_action_invocation(self, action):
+        if len(action.option_strings) > 1:
+            action = copy.copy(action)
+            action.option_strings = action.option_strings[:1]
+        return super()._format_action_invocation(action)
+
+
+def both_spellings(names):
+    """'-cfg' -> ['-cfg', '--cfg'] (the release's one dash first, as help shows it); '--x' too.
+    One-letter flags (-h) stay as they are."""
+    one, two = [], []
+    for name in names:
+        if len(name) <= 2 or not name.startswith('-'):
+            one.append(name)
+            continue
+        core = name.lstrip('-')
+        one.append('-' + core)
+        two.append('--' + core)
+    return list(dict.fromkeys(one + two))
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse.ArgumentParser whose errors (unknown flag, bad value, `parser.error`) raise
-    UsageError, so they reach the user as one `error: ...` line with exit code 2."""
+    UsageError, so they reach the user as one `error: ...` line with exit code 2, and whose every
+    flag is accepted as `-flag` and `--flag` (help and docs show `-flag`, the release's style)."""
+
+    def __init__(self, *args, formatter_class=argparse.HelpFormatter, **kwargs):
+        formatter_class = type(f'OneSpelling{formatter_class.__name__}',
+                               (_OneSpellingShown, formatter_class), {})
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def add_argument(self, *names, **kwargs):
+        if names and all(name.startswith('-') for name in names):
+            names = both_spellings(names)
+        return super().add_argument(*names, **kwargs)
 
     def error(self, message):
         raise UsageError(message)

@@ -14,22 +14,14 @@ import warnings
 # tools/load_zlib_first.pth.
 import zlib  # noqa: F401
 
+from launch_env import processes_on_this_machine
+
 
 def _available_cores():
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def processes_on_this_machine():
-    # paddle.distributed.launch starts one process per device; they share the cores.
-    """How many training processes paddle.distributed.launch started on this machine (1 when run directly)."""
-    for name in ('PADDLE_LOCAL_SIZE', 'PADDLE_TRAINERS_NUM'):
-        value = os.environ.get(name, '')
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 1
 
 
 def threads_per_process():

@@ -7,7 +7,7 @@ A sample is `(image CHW float32, label int64, index int64, ok int64)`:
 - `ok` is 0 when the image was corrupt and `DATA.SKIP_BAD_IMAGES` is on (the batch row is then
   masked out by the engine and counted), 1 otherwise.
 
-Sample discovery: annotation files `ANNO_FOLDER/<split>/<video>.txt` give frame i's label on line
+Sample discovery: annotation files `ANNO_FOLDER/<split>/<video>.txt` (labels.annotation_files) give frame i's label on line
 i+1; frame i's face is `DATA_FOLDER/<video>/<i:05d>.jpg`; frames without a face image are dropped.
 Three kinds of sample set, as the release made them:
 - 'train' and 'val' (validation during training): the frames whose label falls in the model's
@@ -18,6 +18,7 @@ A data list (`DATA_LIST_TRAIN/VAL`) is the release's format: `video/00001.jpg la
 label already in the class type's space (coarse 0-4, negative 0-3). A configured list that does not
 exist yet is written from the annotations for 'train'/'val'; -eval reads one but never writes it.
 """
+import logging
 import os
 
 import numpy as np
@@ -29,6 +30,7 @@ from fileio import atomic_open
 from transforms import train_transform, val_transform
 
 IMAGE_SUFFIX = '.jpg'
+log = logging.getLogger('cfcsp.datasets')
 
 
 class DataError(UsageError):
@@ -61,15 +63,16 @@ def _check_folder(path, flag):
         raise DataError(f"{flag} {path}: folder does not exist")
 
 
-def read_video_list(path):
-    """Video names, one per line (blank lines and '#' comments ignored)."""
+def annotation_files(anno_folder, split, required=True, logger=None):
+    """{video: annotation path} of `split` under the annotations' root (labels.annotation_files);
+    `logger` gets the line saying a folder without split sub-folders was read as it is."""
     try:
-        return abaw_labels.read_video_list(path)
-    except ValueError as err:
+        return abaw_labels.annotation_files(anno_folder, split, required=required, log=logger or log)
+    except UsageError as err:
         raise DataError(str(err)) from None
 
 
-def scan_annotated(data_folder, anno_folder, split, all_frames):
+def scan_annotated(data_folder, anno_folder, split, all_frames, logger=None):
     """[(relpath, abaw_label)] for the videos annotated in `anno_folder/split`.
 
     all_frames=False: only frames with a face image and a label 0..7 (training).
@@ -78,16 +81,9 @@ def scan_annotated(data_folder, anno_folder, split, all_frames):
     """
     _check_folder(data_folder, '-data_folder')
     _check_folder(anno_folder, '-anno_folder')
-    split_dir = os.path.join(anno_folder, split)
-    if not os.path.isdir(split_dir):
-        raise DataError(f"-anno_folder {anno_folder}: has no '{split}' sub-folder")
-    anno_files = sorted(n for n in os.listdir(split_dir) if n.endswith('.txt'))
-    if not anno_files:
-        raise DataError(f"{split_dir}: no annotation .txt files")
     samples = []
-    for anno_name in anno_files:
-        video = anno_name[:-4]
-        frame_labels = abaw_labels.read_annotation(os.path.join(split_dir, anno_name))
+    for video, anno_path in annotation_files(anno_folder, split, logger=logger).items():
+        frame_labels = abaw_labels.read_annotation(anno_path)
         images = _face_images(os.path.join(data_folder, video))
         if not images:
             continue
@@ -110,16 +106,15 @@ def scan_unannotated(data_folder, videos=None, anno_folder=None, split=None):
     _check_folder(data_folder, '-data_folder')
     if videos is None:
         videos = sorted(e.name for e in os.scandir(data_folder) if e.is_dir())
+    annotations = annotation_files(anno_folder, split, required=False) if anno_folder and split else {}
     samples = []
     for video in videos:
         images = _face_images(os.path.join(data_folder, video))
         if images is None:
             raise DataError(f"-data_folder {data_folder}: no folder for video '{video}'")
         frame_labels = []
-        if anno_folder and split:
-            anno_path = os.path.join(anno_folder, split, video + '.txt')
-            if os.path.isfile(anno_path):
-                frame_labels = abaw_labels.read_annotation(anno_path)
+        if video in annotations:
+            frame_labels = abaw_labels.read_annotation(annotations[video])
         for name in sorted(images):
             number = _frame_number(name)
             label = frame_labels[number - 1] if number and number <= len(frame_labels) else -1
@@ -160,7 +155,7 @@ MODES = ('train', 'val', 'eval')
 
 
 def collect_samples(data_folder, anno_folder, split, class_type, mode, data_list=None, video_list=None,
-                    list_flag='-data_list'):
+                    list_flag='-data_list', logger=None):
     """[(relpath, label in class_type's space)] for one split.
 
     mode 'train' / 'val': only frames whose label maps into class_type's classes. mode 'eval':
@@ -176,13 +171,13 @@ def collect_samples(data_folder, anno_folder, split, class_type, mode, data_list
         raise DataError(f"{list_flag} {data_list}: file does not exist (with -eval a list names the frames "
                         "to evaluate; leave it out to evaluate every face frame)")
     if mode == 'eval' and video_list:
-        abaw = scan_unannotated(data_folder, read_video_list(video_list), anno_folder, split)
+        abaw = scan_unannotated(data_folder, abaw_labels.read_video_list(video_list), anno_folder, split)
     elif mode == 'eval' and not anno_folder:
         abaw = scan_unannotated(data_folder)
     else:
         if not anno_folder:
             raise DataError(f"-anno_folder is required {'for training' if mode == 'train' else 'to validate'}")
-        abaw = scan_annotated(data_folder, anno_folder, split, all_frames=mode == 'eval')
+        abaw = scan_annotated(data_folder, anno_folder, split, all_frames=mode == 'eval', logger=logger)
     where = video_list or (f"{anno_folder}/{split}" if anno_folder else data_folder)
     mapped = [(rel, abaw_labels.map_label(label, class_type)) for rel, label in abaw]
     if mode != 'eval':
@@ -258,8 +253,9 @@ class AbawDataset(_PaddleDataset):
         return self._size
 
 
-def build_dataset(config, mode):
-    """The dataset for mode 'train', 'val' (validation during training) or 'eval' (-eval)."""
+def build_dataset(config, mode, logger=None):
+    """The dataset for mode 'train', 'val' (validation during training) or 'eval' (-eval); `logger`
+    gets the line saying how the annotation folder was read, when it had no split sub-folders."""
     if config.DATA.DATASET != 'ABAW':
         raise DataError(f"-dataset {config.DATA.DATASET}: only ABAW is supported (as in the release)")
     train = mode == 'train'
@@ -268,7 +264,7 @@ def build_dataset(config, mode):
     video_list = (config.DATA.VIDEO_LIST or None) if mode == 'eval' else None
     samples = collect_samples(config.DATA.DATA_FOLDER, config.DATA.ANNO_FOLDER, split,
                               config.DATA.CLASS_TYPE, mode, data_list or None, video_list,
-                              list_flag='-data_list_train' if train else '-data_list_val')
+                              list_flag='-data_list_train' if train else '-data_list_val', logger=logger)
     transform = train_transform(config) if train else val_transform(config)
     return AbawDataset(config.DATA.DATA_FOLDER, samples, transform,
                        bool(config.DATA.SKIP_BAD_IMAGES))

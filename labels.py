@@ -155,6 +155,9 @@ def annotation_files(anno_folder, split=None, flag='-anno_folder', required=True
         for name, path in _txt_files(folder).items():
             found.setdefault(name, path)
     if not found and required:
+        if split is not None and not folders:
+            raise UsageError(f"{flag} {anno_folder}: has no '{split}' sub-folder (and no <video>.txt "
+                             "files of its own)")
         raise UsageError(f"{flag} {anno_folder}: no annotation files (<video>.txt) in "
                          f"{' or '.join(f'{name}/' for name in splits)} or in the folder itself")
     return found

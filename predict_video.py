@@ -59,7 +59,7 @@ from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotat
 from plots import plot_timeline  # noqa: E402
 from predictor import exported_files, load_classifier  # noqa: E402
 from preprocess.faceloop import (FALLBACK_FPS, VIDEO_FAILURES, Detector, FaceLoop,  # noqa: E402
-                                 StageClock, default_workers, video_failure)
+                                 StageClock, default_workers, torch_device, video_failure)
 from preprocess.faces import FaceSettings  # noqa: E402
 from preprocess.jobs import PlanError, find_videos  # noqa: E402
 from preprocess.pipeline import clean_stale_temporaries  # noqa: E402
@@ -76,9 +76,7 @@ COARSE_NEGATIVE = COARSE_CLASSES.index('Negative')
 CSV_HEADER = (['frame', 'time', 'face', 'x1', 'y1', 'x2', 'y2', 'face_prob']
               + list(ABAW_CLASSES) + ['label', 'label_id'])
 PEOPLE_HEADER = ['person', 'frames', 'first_frame', 'last_frame', 'x1', 'y1', 'x2', 'y2']
-FACE_FLAGS = {'min_prob': '-min_prob', 'min_face_size': '-min_face_size', 'detect_size': '-detect_size',
-              'track_gap_s': '-track_gap_s', 'mode': '-face_mode', 'image_size': '-face_size',
-              'jpeg_quality': '-jpeg_quality'}
+FACE_FIELDS = ('min_prob', 'min_face_size', 'detect_size', 'track_gap_s', 'mode', 'image_size', 'jpeg_quality')
 
 
 # ----------------------------------------------------------------------------- models
@@ -392,7 +390,7 @@ def build_parser():
                         help='seconds a second, third, ... person must be visible to be reported')
     # The face flags default to python -m preprocess's, so the faces classified here are the
     # faces the models were trained and evaluated on.
-    FaceSettings.add_arguments(parser, FACE_FLAGS)
+    FaceSettings.add_arguments(parser, FACE_FIELDS)
     parser.add_argument('-overwrite', action='store_true', help='redo videos whose outputs exist')
     return parser
 
@@ -410,7 +408,7 @@ def _check_args(parser, args):
 
 def face_settings(args):
     """FaceSettings from the face flags; a bad value is a UsageError naming the flag."""
-    return FaceSettings.from_flags(args, FACE_FLAGS)
+    return FaceSettings.from_args(args, FACE_FIELDS)
 
 
 def find_inputs(path):
@@ -428,17 +426,22 @@ def find_inputs(path):
     raise UsageError(f"{path}: no such file or folder")
 
 
-def _fps_text(frames, seconds):
-    return f"{frames / seconds:.1f}" if seconds > 0 else 'inf'
+def _rate(count, seconds):
+    return f"{count / seconds:.1f}" if seconds > 0 else 'inf'
 
 
 def stage_report(frames, faces, seconds, wall):
-    """One line of frames/s end to end and per stage."""
-    parts = [f"{stage} {_fps_text(frames, seconds.get(stage, 0.0))}"
-             for stage in ('decode', 'detect', 'track', 'align', 'classify')]
-    classify = seconds.get('classify', 0.0)
-    return (f"{frames} frames, {faces} faces; frames/s end to end {_fps_text(frames, wall)}; "
-            f"per stage {', '.join(parts)} (classify {_fps_text(faces, classify)} faces/s)")
+    """One line of frames/s end to end and per stage; a stage that had nothing to do (align and
+    classify of a video without faces) says so rather than showing a rate."""
+    if frames == 0:
+        return "0 frames: nothing decoded"
+    face_stages = ('align', 'classify')
+    parts = [f"{stage} {_rate(frames, seconds.get(stage, 0.0))}"
+             for stage in ('decode', 'detect', 'track', 'align', 'classify')
+             if faces or stage not in face_stages]
+    rates = (f"per stage {', '.join(parts)} (classify {_rate(faces, seconds.get('classify', 0.0))} faces/s)"
+             if faces else f"per stage {', '.join(parts)}; no face, so nothing aligned or classified")
+    return f"{frames} frames, {faces} faces; frames/s end to end {_rate(frames, wall)}; {rates}"
 
 
 def run(args):
@@ -451,6 +454,7 @@ def run(args):
                          "inputs are never written to: choose another folder")
     specs = {kind: resolve_model(kind, getattr(args, f'{kind}_cfg'), getattr(args, f'{kind}_weights'))
              for kind in MODEL_KINDS}
+    detect_on = torch_device(args.device)  # -device gpu without a usable GPU: a usage error, now
     check_writable_dir(args.output, '-output')
 
     clean_stale_temporaries(args.output)  # what a killed run left never looks finished
@@ -462,14 +466,13 @@ def run(args):
         models.append(Model(kind, cfg, weights, 'gpu' if args.device == 'gpu' else 'cpu'))
         log.info("%s model runs on %s", kind, models[-1].classify.backend)
 
-    torch_device = 'cuda' if args.device == 'gpu' else 'cpu'
-    workers = default_workers(torch_device) if args.workers is None else args.workers
+    workers = default_workers(detect_on) if args.workers is None else args.workers
     log.info("%d video(s); %s; face detection on %s, %d worker process(es)",
-             len(videos), smoothing.describe(), torch_device, workers)
+             len(videos), smoothing.describe(), detect_on, workers)
 
     done, skipped, no_face, failures = [], [], [], []
     totals = {'frames': 0, 'faces': 0, 'wall': 0.0, 'seconds': {}}
-    with Detector(settings, device=torch_device, workers=workers) as detector:
+    with Detector(settings, device=detect_on, workers=workers) as detector:
         overall = tqdm(videos.items(), desc='videos', unit='video', position=0,
                        disable=len(videos) < 2)
         for name, path in overall:

@@ -15,11 +15,14 @@ import concurrent.futures
 from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 import os
+import re
 import time
 
-from preprocess.faces import FaceAligner, FaceSettings, detection_scale, encode_face, scale_face, shrink
+from errors import UsageError
+from preprocess.faces import (FaceAligner, FaceAlignError, FaceSettings, detection_scale, encode_face,
+                              scale_face, shrink)
 from preprocess.tracking import FaceTracker, TrackedVideo
-from preprocess.video import VideoDecodeError, iter_frames
+from preprocess.video import VideoDecodeError, VideoEncodeError, iter_frames
 
 # Tracking needs a frame rate; videos that state none are taken to be at this one.
 FALLBACK_FPS = 30.0
@@ -29,8 +32,10 @@ FaceCrop.__doc__ = """A face of at least min_prob: frame (1-based), index (in th
 most confident first), face (preprocess.faces.Face in full-frame pixels), jpeg (the aligned face,
 encoded as the face files are)."""
 
-# What stops one video without stopping a folder run (preprocess and predict_video alike).
-VIDEO_FAILURES = (VideoDecodeError, BrokenProcessPool, OSError, ValueError, RuntimeError)
+# What one bad video raises: it is named and counted, and a folder run goes on (preprocess and
+# predict_video alike). Nothing else is caught per video: a UsageError (a bad flag or input) stops
+# the run with exit 2, and any other exception is a bug and shows its traceback.
+VIDEO_FAILURES = (VideoDecodeError, VideoEncodeError, FaceAlignError, BrokenProcessPool, OSError)
 
 
 def video_failure(label, err, detector):
@@ -42,6 +47,23 @@ def video_failure(label, err, detector):
         detector.restart()
         return f"{label}: a detection worker died ({err}); restarting workers"
     return f"{label}: {type(err).__name__}: {err}"
+
+
+def torch_device(device):
+    """torch's name of a -device value (cpu, gpu, gpu:N; cuda, cuda:N accepted); a GPU asked for
+    where torch sees none is one UsageError, before any video is touched."""
+    match = re.fullmatch(r'(cpu|gpu|cuda)(?::(\d+))?', device)
+    if not match or (match.group(1) == 'cpu' and match.group(2)):
+        raise UsageError(f"-device {device}: choose cpu or gpu (gpu:N for GPU N)")
+    if match.group(1) == 'cpu':
+        return 'cpu'
+    import torch  # only a GPU run pays for importing torch here (the workers import it anyway)
+    index = int(match.group(2) or 0)
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        raise UsageError(f"-device {device}: torch sees no usable GPU"
+                         f"{'' if not torch.cuda.is_available() else f' {index}'} on this machine "
+                         "(use -device cpu)")
+    return f'cuda:{match.group(2)}' if match.group(2) else 'cuda'
 
 
 def default_workers(device):

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from skimage.transform import SimilarityTransform
 
-from errors import UsageError
+from errors import CfcspError, UsageError
 
 Face = collections.namedtuple('Face', ['box', 'prob', 'landmarks'])
 Face.__doc__ = """One MTCNN detection: box (x1, y1, x2, y2), prob in [0, 1], landmarks (5, 2) as x, y of
@@ -38,6 +38,17 @@ ALIGN_TEMPLATE = np.array([
 
 MODES = ('align', 'crop')
 
+
+class FaceAlignError(CfcspError, ValueError):
+    """MTCNN's landmarks of a face admit no alignment (a property of that video's frames)."""
+
+
+# Each face setting's flag: the same name in every tool that offers it (python -m preprocess,
+# predict_video.py).
+FACE_FLAGS = {'mode': '-face_mode', 'image_size': '-face_size', 'margin': '-margin',
+              'min_prob': '-min_prob', 'min_face_size': '-min_face_size',
+              'jpeg_quality': '-jpeg_quality', 'detect_batch': '-detect_batch',
+              'detect_size': '-detect_size', 'track_gap_s': '-track_gap_s'}
 
 FLAG_HELP = {
     'mode': 'align: 5-point similarity alignment (default); crop: box with margin',
@@ -105,25 +116,28 @@ class FaceSettings:
         return _json_ready(dataclasses.asdict(self))
 
     @classmethod
-    def add_arguments(cls, parser, flags):
-        """Declare the command-line flags of the fields in `flags` (field -> flag as the user types
-        it), each defaulting to that field's default, so every tool offers the same face flags."""
+    def add_arguments(cls, parser, fields, old_spellings=None):
+        """Declare the flags (FACE_FLAGS) of `fields`, each defaulting to that field's default, so
+        every tool names and defaults its face flags alike. old_spellings: {field: flag} still
+        accepted (not shown in help) for a tool whose flags were renamed."""
         defaults = cls()
-        for field, flag in flags.items():
+        for field in fields:
             default = getattr(defaults, field)
             kind = {'choices': MODES} if field == 'mode' else {'type': type(default)}
-            parser.add_argument(flag, default=default, help=FLAG_HELP[field], **kind)
+            names = [FACE_FLAGS[field]] + ([old_spellings[field]] if field in (old_spellings or {}) else [])
+            parser.add_argument(*names, dest=FACE_FLAGS[field].lstrip('-'), default=default,
+                                help=FLAG_HELP[field], **kind)
 
     @classmethod
-    def from_flags(cls, args, flags):
-        """FaceSettings from parsed command-line flags; `flags` maps a field to its flag as the
-        user types it (e.g. {'mode': '--mode'}). A bad value is a UsageError naming its flag."""
-        values = {field: getattr(args, flag.lstrip('-')) for field, flag in flags.items()}
-        for field, flag in flags.items():
+    def from_args(cls, args, fields):
+        """FaceSettings from the parsed flags of `fields` (the others keep their defaults); a bad
+        value is a UsageError naming its flag."""
+        values = {field: getattr(args, FACE_FLAGS[field].lstrip('-')) for field in fields}
+        for field, value in values.items():
             try:
-                cls(**{field: values[field]})
+                cls(**{field: value})
             except ValueError as err:
-                raise UsageError(f"{flag} {values[field]}: {err}") from None
+                raise UsageError(f"{FACE_FLAGS[field]} {value}: {err}") from None
         return cls(**values)
 
 
@@ -258,7 +272,7 @@ class FaceAligner:
         if self.mode == 'align':
             estimate = SimilarityTransform.from_estimate(face.landmarks, np.asarray(self.settings.template) * size)
             if not estimate:
-                raise ValueError(f"degenerate landmarks, cannot align: {face.landmarks.tolist()}")
+                raise FaceAlignError(f"degenerate landmarks, cannot align: {face.landmarks.tolist()}")
             return estimate.params[:2]
         x1, y1, x2, y2 = face.box
         side = max(x2 - x1, y2 - y1) * (1 + 2 * self.margin)

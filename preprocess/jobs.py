@@ -1,18 +1,19 @@
 """Which videos `python -m preprocess` turns into which output folders.
 
 Every video of VIDEO_DIR is processed. An output is named after the video, or after an annotation
-file / a --video_list line: `<name>_left` / `<name>_right` are the two people of video `<name>`
+file / a -video_list line: `<name>_left` / `<name>_right` are the two people of video `<name>`
 (unless a video is itself called that). Videos that no annotation names are processed as
 single-subject videos (person 1), because a test set has faces to find but no labels.
 """
 import collections
+import logging
 import os
 
 from errors import UsageError
-from labels import AnnotationError, read_annotation, split_person
-from preprocess.video import VIDEO_EXTENSIONS, is_video_file
+from labels import AnnotationError, annotation_files, read_annotation, split_person
+from preprocess.video import is_video_file
 
-ANNOTATION_SUBSETS = ('Train_Set', 'Validation_Set')
+log = logging.getLogger('preprocess')
 
 Plan = collections.namedtuple('Plan', ['jobs', 'problems', 'label_counts', 'unannotated'])
 Plan.__doc__ = """jobs: [(video path, {output name: side})], one per raw video, sorted by video name;
@@ -40,42 +41,6 @@ def find_videos(video_dir):
     return videos
 
 
-def annotation_files(anno_folder):
-    """{output name: annotation path} from ANNO/Train_Set, ANNO/Validation_Set and ANNO itself."""
-    found = {}
-    for folder in [os.path.join(anno_folder, sub) for sub in ANNOTATION_SUBSETS] + [anno_folder]:
-        if not os.path.isdir(folder):
-            continue
-        for name in sorted(os.listdir(folder)):
-            if name.endswith('.txt') and not name.startswith('.'):
-                found.setdefault(os.path.splitext(name)[0], os.path.join(folder, name))
-    return found
-
-
-def read_video_list(path):
-    """Output names, one a line, in file order ('#' comments, blank lines and video extensions ignored)."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise PlanError(f"--video_list {path}: cannot read it ({err})") from None
-    names, seen = [], set()
-    for number, line in enumerate(lines, start=1):
-        name = line.split('#', 1)[0].strip()
-        if not name:
-            continue
-        if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
-            name = os.path.splitext(name)[0]
-        if '/' in name or os.sep in name or name.startswith('.'):
-            raise PlanError(f"--video_list {path} line {number}: '{line.strip()}' is not a video name")
-        if name not in seen:
-            seen.add(name)
-            names.append(name)
-    if not names:
-        raise PlanError(f"--video_list {path}: no video names in it")
-    return names
-
-
 def resolve_output(name, videos):
     """(raw video stem, side) that output `name` comes from, or None if VIDEO_DIR has no such video."""
     if name in videos:
@@ -91,10 +56,7 @@ def plan_jobs(videos, anno_folder=None, names=None):
     problems, label_counts = [], {}
     annotations = {}
     if anno_folder is not None:
-        annotations = annotation_files(anno_folder)
-        if not annotations:
-            raise PlanError(f"--anno_folder {anno_folder}: no .txt annotation files in it, "
-                            f"{'/'.join(ANNOTATION_SUBSETS)} or itself")
+        annotations = annotation_files(anno_folder, log=log)
     wanted = names if names is not None else list(annotations)
     outputs = collections.defaultdict(dict)
     for name in wanted:

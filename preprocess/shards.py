@@ -1,6 +1,6 @@
 """One preprocessing run split over processes and machines that share the output folder.
 
-A shard is `--shard I/N` (0 <= I < N, under any scheduler: SLURM arrays, several terminals) or the
+A shard is `-shard I/N` (0 <= I < N, under any scheduler: SLURM arrays, several terminals) or the
 rank and world size `python -m paddle.distributed.launch` gives each process it starts
 (PADDLE_TRAINER_ID / PADDLE_TRAINERS_NUM, with PADDLE_LOCAL_SIZE processes on this machine and the
 GPU of each in FLAGS_selected_gpus; read from the environment rather than through
@@ -23,10 +23,10 @@ Shard.__doc__ = """index in 0..count-1; launcher: True when started by paddle.di
 
 
 def parse_shard(text):
-    """Shard from the text of --shard I/N; ValueError naming the flag otherwise."""
+    """Shard from the text of -shard I/N; ValueError naming the flag otherwise."""
     match = re.fullmatch(r'\s*(\d+)\s*/\s*(\d+)\s*', text or '')
     if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
-        raise ValueError(f"--shard {text}: expected I/N with 0 <= I < N, e.g. 0/4 ... 3/4")
+        raise ValueError(f"-shard {text}: expected I/N with 0 <= I < N, e.g. 0/4 ... 3/4")
     return Shard(int(match.group(1)), int(match.group(2)), False)
 
 
@@ -37,11 +37,6 @@ def launcher_shard(environ=os.environ):
     if count is None or index is None or int(count) < 2:
         return None
     return Shard(int(index), int(count), True)
-
-
-def processes_on_this_machine(environ=os.environ):
-    """How many processes the launcher started beside this one on this machine (they share the cores)."""
-    return max(1, int(environ.get('PADDLE_LOCAL_SIZE', 1)))
 
 
 def launcher_gpu(environ=os.environ):

@@ -24,6 +24,10 @@ class VideoDecodeError(CfcspError, RuntimeError):
     """FFmpeg could not decode a video; the message names the file and FFmpeg's own complaint."""
 
 
+class VideoEncodeError(CfcspError, RuntimeError):
+    """FFmpeg could not write a video; the message names the file and FFmpeg's own complaint."""
+
+
 @functools.lru_cache(maxsize=None)
 def ffmpeg_exe(prefer_system=False):
     """Path of the FFmpeg binary: imageio-ffmpeg's by default, a system `ffmpeg` when asked and present."""
@@ -224,7 +228,7 @@ def write_video(path, frames, fps=30, crf=18, prefer_system=False, preset='mediu
             drain.join()
         if proc.returncode != 0:
             message = errors[0].decode('utf-8', 'replace') if errors else ''
-            raise RuntimeError(f"{path}: ffmpeg failed to encode ({_tail(message)})")
+            raise VideoEncodeError(f"{path}: ffmpeg failed to encode ({_tail(message)})")
     return count
 
 

@@ -43,7 +43,7 @@ import engine  # noqa: E402
 import labels  # noqa: E402
 from demo.pattern_data import TINY_YAML, balanced_labels, make_abaw_tree  # noqa: E402
 from demo.synthetic_video import write_face_clip  # noqa: E402
-from fileio import is_temporary  # noqa: E402
+from fileio import DONE_MARKER, is_temporary  # noqa: E402
 
 PYTHON = sys.executable
 SHA_RE = re.compile(r'final weights sha256 ([0-9a-f]{64})')
@@ -437,7 +437,7 @@ def make_clips(folder, quick):
 
 
 def preprocess_cmd(videos, out):
-    return [PYTHON, '-m', 'preprocess', videos, out, '--workers', '0', '--batch_size', '1']
+    return [PYTHON, '-m', 'preprocess', videos, out, '-workers', '0', '-detect_batch', '1']
 
 
 def check_preprocess_outputs(out, reference):
@@ -447,7 +447,7 @@ def check_preprocess_outputs(out, reference):
         if is_temporary(name):
             continue
         folder = os.path.join(out, name)
-        if not os.path.isfile(os.path.join(folder, '.done')):
+        if not os.path.isfile(os.path.join(folder, DONE_MARKER)):
             problems.append(f"{name}: looks finished but has no .done marker")
             continue
         ref_folder = os.path.join(reference, name)
@@ -506,7 +506,7 @@ def drill_preprocess(work, args, rng, started):
         if os.path.exists(os.path.join(out, name)):
             result['problems'].append(f"{name}: killed mid-video but its output folder exists")
         result['problems'] += check_preprocess_outputs(out, reference)
-    finished_marker = os.path.join(out, names[0], '.done')
+    finished_marker = os.path.join(out, names[0], DONE_MARKER)
     before = os.stat(finished_marker).st_mtime_ns if os.path.exists(finished_marker) else None
     proc = start(preprocess_cmd(videos, out), os.path.join(work, 'preprocess_drill_final.log'))
     code = proc.wait(timeout=args.timeout)
@@ -600,7 +600,7 @@ def bad_input_cases(data, work, reference_checkpoint, quick):
     with open(os.path.join(videos, 'broken.mp4'), 'wb') as f:
         f.write(b'\x00\x00\x00\x18ftypmp42' + bytes(range(256)) * 8)
     cases.append(('undecodable video (preprocess)',
-                  [PYTHON, '-m', 'preprocess', videos, os.path.join(bad, 'faces'), '--workers', '0'], 'broken.mp4'))
+                  [PYTHON, '-m', 'preprocess', videos, os.path.join(bad, 'faces'), '-workers', '0'], 'broken.mp4'))
 
     coarse_npz, negative_npz = write_prediction_files(data, bad)
     cases.append(('predictions of the wrong model (smooth_predict)',

@@ -1,8 +1,48 @@
 import argparse
+import json
+import os
+import re
 
 import pytest
 
+import config
 from config import ConfigError, get_config, get_arguments, merge_opts, update_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flat_keys(node, prefix=''):
+    keys = set()
+    for key, value in node.items():
+        keys |= flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+    return keys
+
+
+def test_release_keys_plus_added_keys_are_exactly_the_configs_keys():
+    with open(os.path.join(ROOT, 'tests', 'data', 'release_config_defaults.json')) as f:
+        release = set(json.load(f))
+    added = set(config.ADDED_KEYS)
+    assert len(added) == len(config.ADDED_KEYS), 'ADDED_KEYS lists a key twice'
+    assert not added & release, f"release keys listed as added: {sorted(added & release)}"
+    ours = flat_keys(get_config())
+    assert ours - release - added == set(), 'keys neither in the release nor in ADDED_KEYS'
+    assert (release | added) - ours == set(), 'keys missing from the config'
+
+
+def test_every_added_key_and_only_those_carry_the_added_tag():
+    lines = open(os.path.join(ROOT, 'config.py'), encoding='utf-8').read().splitlines()
+    tagged = {}
+    for number, line in enumerate(lines):
+        match = re.match(r'_C\.([A-Z0-9_.]+) = ', line)
+        if not match:
+            continue
+        comments = []  # the comment block right above the key, and its own line
+        above = number - 1
+        while above >= 0 and lines[above].startswith('#'):
+            comments.append(lines[above])
+            above -= 1
+        tagged[match.group(1)] = '# [added]' in line or any('# [added]' in c for c in comments)
+    assert {key for key, has_tag in tagged.items() if has_tag} == set(config.ADDED_KEYS)
 
 
 def test_defaults_are_the_release_values():

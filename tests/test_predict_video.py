@@ -362,3 +362,12 @@ def test_people_main_keeps_person_one():
     assert np.isnan(both[1][1]['boxes'][35]).all() and not np.isnan(both[1][1]['boxes'][5]).any()
     # Present 30 frames = 1.2 s: below -min_track_s 2 the second person is not reported.
     assert [number for number, _ in predict_video.person_analyses(video, 2.0, 25)] == [1]
+
+
+def test_stage_report_says_when_a_stage_had_nothing_to_do():
+    seconds = {'decode': 0.5, 'detect': 2.0, 'track': 0.01, 'align': 0.0, 'classify': 0.0}
+    line = predict_video.stage_report(100, 0, seconds, 2.6)
+    assert 'inf' not in line and 'no face, so nothing aligned or classified' in line
+    assert 'decode 200.0' in line and 'align' not in line.split(';')[2].split('no face')[0]
+    with_faces = predict_video.stage_report(100, 50, {**seconds, 'align': 0.5, 'classify': 1.0}, 4.0)
+    assert 'align 200.0, classify 100.0 (classify 50.0 faces/s)' in with_faces

@@ -20,7 +20,8 @@ sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
 from demo.synthetic_video import face_frames, write_crossing_clip, write_face_clip, write_two_face_clip  # noqa: E402
 
-from fileio import is_temporary  # noqa: E402
+from errors import UsageError  # noqa: E402
+from fileio import DONE_MARKER, is_temporary  # noqa: E402
 from preprocess import cli  # noqa: E402
 from preprocess.faceloop import Detector  # noqa: E402
 from preprocess.faces import ALIGN_TEMPLATE, FaceAligner, FaceSettings, select_face  # noqa: E402
@@ -45,7 +46,7 @@ def jpgs(folder):
 
 
 def run_cli(args, capsys):
-    code = cli.main([str(arg) for arg in args] + ['--workers', '0'])
+    code = cli.main([str(arg) for arg in args] + ['-workers', '0'])
     return code, capsys.readouterr().err
 
 
@@ -150,14 +151,14 @@ def test_cli_faces_blank_frames_and_undecodable(tmp_path, capsys):
     assert [int(row['frame']) for row in chosen] == [i for i, face in enumerate(has_face, 1) if face]
     assert {int(row['frame']) for row in rows} == set(range(1, len(has_face) + 1))
     assert all(float(row['prob']) >= 0.9 for row in chosen)
-    manifest = json.loads((folder / '.done').read_text())
+    manifest = json.loads((folder / DONE_MARKER).read_text())
     assert manifest['frames'] == len(has_face) and manifest['faces'] == len(expected)
 
     # Second run: the finished video is skipped untouched, the broken one fails again.
-    marker_time = os.stat(folder / '.done').st_mtime_ns
+    marker_time = os.stat(folder / DONE_MARKER).st_mtime_ns
     code, err = run_cli([videos, out], capsys)
     assert code != 0 and '1 already finished' in err
-    assert os.stat(folder / '.done').st_mtime_ns == marker_time
+    assert os.stat(folder / DONE_MARKER).st_mtime_ns == marker_time
 
 
 def test_left_right_from_annotation_names(tmp_path, capsys):
@@ -170,7 +171,7 @@ def test_left_right_from_annotation_names(tmp_path, capsys):
     (anno / 'Train_Set' / 'pair_left.txt').write_text(HEADER + '4\n0\n-1\n')
     (anno / 'Validation_Set' / 'pair_right.txt').write_text(HEADER + '1\n1\n1\n')
 
-    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    code, err = run_cli([videos, out, '-anno_folder', anno], capsys)
     assert code == 0, err
     # The video no annotation names is processed too, as a single-subject video, and counted.
     assert sorted(name for name in os.listdir(out) if not name.startswith('.')) == [
@@ -186,13 +187,13 @@ def test_left_right_from_annotation_names(tmp_path, capsys):
         assert all((c < 160) if side == 'left' else (c > 160) for c in centres)
         image = cv2.imread(str(folder / '00001.jpg'))  # BGR
         blue_minus_red[side] = image[..., 0].mean() - image[..., 2].mean()
-        assert json.loads((folder / '.done').read_text())['annotation_frames'] == 3
+        assert json.loads((folder / DONE_MARKER).read_text())['annotation_frames'] == 3
     # The right-hand person was tinted blue when the clip was made.
     assert blue_minus_red['right'] > blue_minus_red['left'] + 20
 
     # An annotation without a video is reported by name and makes the run fail.
     (anno / 'Train_Set' / 'ghost.txt').write_text(HEADER + '0\n')
-    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    code, err = run_cli([videos, out, '-anno_folder', anno], capsys)
     assert code != 0 and 'ghost' in err and '3 already finished' in err
 
 
@@ -218,7 +219,7 @@ def test_killed_run_leaves_nothing_finished_and_resumes(tmp_path, capsys):
     videos.mkdir()
     frames = 20
     write_face_clip(videos / 'long.mp4', [True] * frames)
-    cmd = [sys.executable, '-m', 'preprocess', str(videos), str(out), '--workers', '0', '--batch_size', '1']
+    cmd = [sys.executable, '-m', 'preprocess', str(videos), str(out), '-workers', '0', '-detect_batch', '1']
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     partial = out / '.long.tmp-partial'
@@ -238,11 +239,13 @@ def test_killed_run_leaves_nothing_finished_and_resumes(tmp_path, capsys):
     assert all(is_temporary(name) for name in os.listdir(out))
     assert 0 < len(jpgs(partial)) < frames
 
-    code, err = run_cli([videos, out, '--batch_size', '1'], capsys)
+    # The face flags' old spellings still work; -batch_size warns that it means the training batch elsewhere.
+    code, err = run_cli([videos, out, '--batch_size', '1', '--mode', 'align', '--image_size', '224'], capsys)
     assert code == 0, err
+    assert 'warning: -batch_size is the old name of -detect_batch' in err
     assert sorted(os.listdir(out)) == ['long']
     assert jpgs(out / 'long') == [f'{i:05d}.jpg' for i in range(1, frames + 1)]
-    assert json.loads((out / 'long' / '.done').read_text())['faces'] == frames
+    assert json.loads((out / 'long' / DONE_MARKER).read_text())['faces'] == frames
 
 
 # ---- bad command lines -----------------------------------------------------------------------
@@ -258,13 +261,58 @@ def test_bad_folders_give_one_line_errors(tmp_path, capsys):
         ([videos, videos / 'out'], 'inside VIDEO_DIR'),
         ([videos, videos], 'inside VIDEO_DIR'),
         ([videos, not_a_dir / 'out'], 'OUT_DIR'),
-        ([videos, tmp_path / 'out', '--anno_folder', tmp_path / 'noanno'], '--anno_folder'),
+        ([videos, tmp_path / 'out', '--anno_folder', tmp_path / 'noanno'], '-anno_folder'),
+        ([videos, tmp_path / 'out', '-device', 'tpu'], '-device tpu: choose cpu or gpu'),
     ]
     for args, expected in cases:
         assert cli.main([str(arg) for arg in args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith('error: ') and expected in err[0], err
     assert sorted(os.listdir(videos)) == ['v.mp4']
+
+
+@pytest.mark.parametrize('raised, code, shown', [
+    (VideoDecodeError('v.mp4: ffmpeg cannot read this video'), 1, 'failed: v: v.mp4: ffmpeg cannot read'),
+    (UsageError('-face_size 3: too small'), 2, 'error: -face_size 3: too small'),
+])
+def test_errors_inside_the_video_loop_keep_their_meaning(tmp_path, capsys, monkeypatch, raised, code, shown):
+    # A bad video is named and counted (exit 1); a usage error stops the run (exit 2).
+    videos = tmp_path / 'videos'
+    videos.mkdir()
+    write_video(videos / 'v.mp4', [np.zeros((32, 32, 3), np.uint8)])
+
+    def fail(*args, **kwargs):
+        raise raised
+    monkeypatch.setattr(cli.pipeline, 'process_video', fail)
+    got, err = run_cli([videos, tmp_path / 'out'], capsys)
+    assert got == code and shown in err, err
+    assert 'Traceback' not in err
+
+
+def test_a_bug_inside_the_video_loop_shows_its_traceback(tmp_path, monkeypatch):
+    videos = tmp_path / 'videos'
+    videos.mkdir()
+    write_video(videos / 'v.mp4', [np.zeros((32, 32, 3), np.uint8)])
+
+    def bug(*args, **kwargs):
+        return {}['missing']
+    monkeypatch.setattr(cli.pipeline, 'process_video', bug)
+    with pytest.raises(KeyError):
+        cli.main([str(videos), str(tmp_path / 'out'), '-workers', '0'])
+
+
+def test_gpu_without_a_usable_gpu_is_one_usage_error(tmp_path, capsys):
+    torch = pytest.importorskip('torch')
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a GPU')
+    videos = tmp_path / 'videos'
+    videos.mkdir()
+    write_video(videos / 'v.mp4', [np.zeros((32, 32, 3), np.uint8)])
+    for device in ('gpu', 'cuda', 'cuda:1'):
+        assert cli.main([str(videos), str(tmp_path / 'out'), '-device', device]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f'error: -device {device}: torch sees no usable GPU'), err
+    assert not (tmp_path / 'out').exists()
 
 
 def test_worker_pool_matches_in_process(tmp_path):
@@ -293,7 +341,7 @@ def test_left_right_follow_each_person_when_they_swap_sides(tmp_path, capsys):
     write_crossing_clip(videos / 'cross.mp4')
     for side in ('left', 'right'):
         (anno / f'cross_{side}.txt').write_text(HEADER + '0\n' * 36)
-    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    code, err = run_cli([videos, out, '-anno_folder', anno], capsys)
     assert code == 0, err
     upper, lower = chosen_rows(out / 'cross_left'), chosen_rows(out / 'cross_right')
     assert len(upper) == 36 and 29 <= len(lower) <= 31
@@ -328,19 +376,19 @@ def test_whole_dataset_counts_unannotated_lists_mismatches_and_fails_on_broken(t
     (videos / 'broken.mp4').write_bytes(b'\x00' * 3000)
     (anno / 'Validation_Set' / 'labelled.txt').write_text(HEADER + '1\n2\n3\n4\n')  # one line too many
 
-    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    code, err = run_cli([videos, out, '-anno_folder', anno], capsys)
     assert code == 1 and 'broken.mp4' in err and 'Traceback' not in err
     assert sorted(n for n in os.listdir(out)) == ['labelled', 'pair', 'test_video']
     assert '3 output(s) have no annotation' in err  # test_video, pair, and the broken one
     assert 'labelled: video 3 frames, annotation 4 lines' in err
     assert jpgs(out / 'labelled') == ['00001.jpg', '00002.jpg']  # nothing shifted
     # A rerun lists the mismatch again from the finished output's manifest, and fails again.
-    code, err = run_cli([videos, out, '--anno_folder', anno], capsys)
+    code, err = run_cli([videos, out, '-anno_folder', anno], capsys)
     assert code == 1 and '3 already finished' in err and 'annotation 4 lines' in err
 
     listed = tmp_path / 'test_set.txt'
     listed.write_text('pair_left\npair_right\ntest_video\nbroken\nghost_right\n')
-    code, err = run_cli([videos, tmp_path / 'listed', '--video_list', listed], capsys)
+    code, err = run_cli([videos, tmp_path / 'listed', '-video_list', listed], capsys)
     assert code == 1 and 'broken.mp4' in err and 'ghost_right' in err
     assert sorted(os.listdir(tmp_path / 'listed')) == ['pair_left', 'pair_right', 'test_video']
     for side, bluer in (('left', False), ('right', True)):
@@ -352,7 +400,7 @@ def tree(folder):
     """Every file of every finished output (manifests aside: they hold timings), as bytes."""
     return {(name, image): (folder / name / image).read_bytes()
             for name in sorted(os.listdir(folder)) if not name.startswith('.')
-            for image in sorted(os.listdir(folder / name)) if image != '.done'}
+            for image in sorted(os.listdir(folder / name)) if image != DONE_MARKER}
 
 
 @pytest.fixture(scope='module')

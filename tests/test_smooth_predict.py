@@ -174,3 +174,28 @@ def test_listed_test_video_without_any_face_is_written_all_neutral(tmp_path):
     done = run_cli('-coarse', coarse, '-negative', negative, '-output', str(tmp_path / 'o2'),
                    '-frames_folder', str(frames), '-video_list', str(video_list), '-plot', '0')
     assert done.returncode != 0 and "'missing'" in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_anno_folder_is_the_root_as_in_training(tmp_path, capsys):
+    # The root holding Validation_Set/ scores the same as the split folder itself, which is read
+    # as it is with one line saying so; both flag spellings are accepted.
+    coarse, negative, split_folder = make_inputs(tmp_path, {'a': ([1, 2, 4], [4, 0, 6]), 'b': ([2], [7])},
+                                                 anno={'a': [4, 0, 0, 6], 'b': [7, 3]})
+    root = tmp_path / 'annotations'
+    (root / 'Validation_Set').mkdir(parents=True)
+    (root / 'Train_Set').mkdir()
+    for name in os.listdir(split_folder):
+        (root / 'Validation_Set' / name).write_bytes((tmp_path / 'anno' / name).read_bytes())
+    (root / 'Train_Set' / 'a.txt').write_text('not read: Validation_Set is the default -split\n')
+    common = ['-coarse', coarse, '-negative', negative, '-plot', '0']
+    assert sp.main(common + ['-output', str(tmp_path / 'split'), '-anno_folder', split_folder]) == 0
+    assert "has no Validation_Set/ sub-folder: read its .txt files" in capsys.readouterr().err
+    assert sp.main(common + ['--output', str(tmp_path / 'root'), '--anno_folder', str(root)]) == 0
+    assert 'sub-folder' not in capsys.readouterr().err
+    by_split, by_root = (json.loads((tmp_path / out / 'metrics.json').read_text()) for out in ('split', 'root'))
+    assert by_root == by_split and by_root['annotated']
+    assert (tmp_path / 'root' / 'a.txt').read_text() == (tmp_path / 'split' / 'a.txt').read_text()
+    # -split picks the other sub-folder: its unreadable file is named.
+    assert sp.main(common + ['-output', str(tmp_path / 'train'), '-anno_folder', str(root),
+                             '-split', 'Train_Set']) == 2
+    assert 'Train_Set/a.txt:1' in capsys.readouterr().err

@@ -15,6 +15,8 @@ sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
 from demo.synthetic_video import astronaut_head  # noqa: E402
 
+import launch_env  # noqa: E402
+from labels import VideoListError, read_video_list  # noqa: E402
 from preprocess import jobs, shards  # noqa: E402
 from preprocess.faceloop import Detector, FaceLoop  # noqa: E402
 from preprocess.faces import Face, FaceSettings, detection_scale  # noqa: E402
@@ -81,14 +83,17 @@ def test_shards_balance_bytes_and_agree(monkeypatch):
 
     assert shards.parse_shard('1/4') == shards.Shard(1, 4, False)
     for bad in ('4/4', '-1/2', '1', 'a/b', '1/0'):
-        with pytest.raises(ValueError, match='--shard'):
+        with pytest.raises(ValueError, match='-shard'):
             shards.parse_shard(bad)
     launcher = {'PADDLE_TRAINER_ID': '2', 'PADDLE_TRAINERS_NUM': '4', 'PADDLE_LOCAL_SIZE': '2',
                 'FLAGS_selected_gpus': '1'}
     assert shards.launcher_shard(launcher) == shards.Shard(2, 4, True)
     assert shards.launcher_shard({'PADDLE_TRAINER_ID': '0', 'PADDLE_TRAINERS_NUM': '1'}) is None
     assert shards.launcher_shard({}) is None
-    assert shards.processes_on_this_machine(launcher) == 2 and shards.launcher_gpu(launcher) == '1'
+    assert launch_env.processes_on_this_machine(launcher) == 2 and shards.launcher_gpu(launcher) == '1'
+    # Without PADDLE_LOCAL_SIZE a launcher runs on one machine: all its processes are here.
+    assert launch_env.processes_on_this_machine({'PADDLE_TRAINERS_NUM': '3'}) == 3
+    assert launch_env.processes_on_this_machine({}) == 1
 
 
 def test_plan_names_outputs_from_annotations_list_and_videos(tmp_path):
@@ -108,15 +113,18 @@ def test_plan_names_outputs_from_annotations_list_and_videos(tmp_path):
     assert len(plan.problems) == 1 and 'bad.txt' in plan.problems[0]
 
     listed = tmp_path / 'test_set.txt'
-    listed.write_text('# ABAW test set\npair_right\n\ntest1.mp4\nmissing_left\n')
-    names = jobs.read_video_list(str(listed))
+    listed.write_text('# ABAW test set\npair_right  # right person\n\ntest1.mp4\nmissing_left\n')
+    names = read_video_list(str(listed))
     assert names == ['pair_right', 'test1', 'missing_left']
     plan = jobs.plan_jobs(videos, None, names)
     assert [outputs for _, outputs in plan.jobs] == [{'pair_right': 'right'}, {'test1': None}]
     assert plan.problems == ["missing_left: no video 'missing.*' in VIDEO_DIR"]
     listed.write_text('../etc\n')
-    with pytest.raises(jobs.PlanError, match='line 1'):
-        jobs.read_video_list(str(listed))
+    with pytest.raises(VideoListError, match='line 1'):
+        read_video_list(str(listed))
+    listed.write_text('test1\n\npair_right\ntest1.mp4  # again\n')
+    with pytest.raises(VideoListError, match=r"line 4: 'test1' is listed twice \(first on line 1\)"):
+        read_video_list(str(listed))
 
 
 def test_downscaled_detection_gives_the_full_resolution_crop(tmp_path):

@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import video_table  # noqa: E402
+from fileio import DONE_MARKER  # noqa: E402
 from labels import ABAW_CLASSES, ANNOTATION_HEADER, COARSE_CLASSES  # noqa: E402
 from smoothing_search import score  # noqa: E402
 from sp_cases import make_inputs, table_of, write_npz  # noqa: E402
@@ -178,9 +179,9 @@ def test_frame_count_comes_from_the_preprocessing_manifest(tmp_path):
     aligned = tmp_path / 'aligned' / 'clip'
     aligned.mkdir(parents=True)
     (aligned / '00002.jpg').write_bytes(b'')  # only the face frame is on disk
-    (aligned / '.done').write_text(json.dumps({'frames': 5, 'faces': 1}))
+    (aligned / DONE_MARKER).write_text(json.dumps({'frames': 5, 'faces': 1}))
     table = table_of(coarse, negative, frames_folder=str(tmp_path / 'aligned'))
     assert table.num_frames.tolist() == [5]
-    (aligned / '.done').write_text('{broken')
+    (aligned / DONE_MARKER).write_text('{broken')
     with pytest.raises(video_table.InputError, match=r'\.done'):
         table_of(coarse, negative, frames_folder=str(tmp_path / 'aligned'))

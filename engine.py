@@ -385,7 +385,7 @@ def run(config, output_given=True, distributed=False):
     ctx = start_run(config, output_given, distributed)
     # STEP 1: data to validate or evaluate on (-eval: every face frame; validation during
     # training, as the release: the frames in the model's classes), and the model
-    val_set = datasets.build_dataset(config, 'eval' if config.EVAL else 'val', logger)
+    val_set = datasets.build_dataset(config, 'eval' if config.EVAL else 'val', ctx.logger)
     ctx.logger.info(f"{'evaluation' if config.EVAL else 'validation'} frames: {len(val_set)} "
                     f"({config.DATA.CLASS_TYPE}, {int(sum(1 for _, l in val_set.samples if l >= 0))} "
                     f"labelled in its classes)")

@@ -77,7 +77,7 @@ def measure(demo_work, work):
         out = os.path.join(work, f'fused_{precision}')
         run([python, 'smooth_predict.py', '-coarse', predictions[('coarse', precision)],
              '-negative', predictions[('negative', precision)],
-             '-anno_folder', os.path.join(annotations, 'Validation_Set'), '-output', out, '-search', '-plot', '0'])
+             '-anno_folder', annotations, '-output', out, '-search', '-plot', '0'])
         with open(os.path.join(out, 'metrics.json')) as f:
             metrics = json.load(f)
         fused[precision] = {'raw_macro_f1': metrics['raw']['macro_f1'],

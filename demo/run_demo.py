@@ -108,7 +108,7 @@ def main(argv=None):
 
     t = step('2/6 preprocess: FFmpeg frames, MTCNN detection, 5-point alignment to 224x224')
     aligned = os.path.join(work, 'aligned')
-    run([python, '-m', 'preprocess', os.path.join(data, 'videos'), aligned, '--anno_folder', annotations])
+    run([python, '-m', 'preprocess', os.path.join(data, 'videos'), aligned, '-anno_folder', annotations])
     print(f"({time.perf_counter() - t:.0f} s)")
 
     for i, class_type in enumerate(MODELS):
@@ -141,7 +141,7 @@ def main(argv=None):
     submission = os.path.join(out, 'submission')
     run([python, 'smooth_predict.py', '-coarse', os.path.join(work, 'eval_coarse', 'predictions.npz'),
          '-negative', os.path.join(work, 'eval_negative', 'predictions.npz'),
-         '-anno_folder', os.path.join(annotations, 'Validation_Set'), '-output', submission,
+         '-anno_folder', annotations, '-output', submission,
          '-search', '-plot', '2'])
     print(f"({time.perf_counter() - t:.0f} s)")
 

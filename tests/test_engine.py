@@ -11,8 +11,6 @@ import pytest
 import checkpoints
 import engine
 import labels
-import loader
-import optim
 from helpers import configured, make_abaw_tree
 from fileio import is_temporary
 
@@ -217,41 +215,6 @@ def test_amp_on_cpu_is_ignored_with_one_log_line(tmp_path, tiny_config, capsys):
     assert 'amp_grad_scaler' not in state
 
 
-def test_schedule_and_weight_decay_groups(tiny_config):
-    sched = optim.WarmupCosine(1.0, 0.1, 0.0, warmup_epochs=2, total_epochs=6)
-    lrs = []
-    for update in range(25):  # 4 updates per epoch, stepped with the fractional epoch as training does
-        sched.step(update / 4)
-        lrs.append(sched.get_lr())
-    assert lrs[0] == pytest.approx(0.1)
-    assert lrs[4] == pytest.approx(0.55)    # epoch 1.0: halfway through warm-up
-    assert lrs[8] == pytest.approx(1.0)     # end of warm-up
-    assert lrs[16] == pytest.approx(0.5)    # epoch 4: halfway through the cosine
-    assert lrs[24] == pytest.approx(0.0, abs=1e-12)
-    import swin_transformer
-    model = swin_transformer.build_swin(tiny_config)
-    no_decay = [n for n, p in model.named_parameters() if optim._no_weight_decay(n, p)]
-    assert any('relative_position_bias_table' in n for n in no_decay)
-    assert any(n.endswith('.bias') for n in no_decay) and any('norm' in n for n in no_decay)
-    assert not any(n.endswith('qkv.weight') for n in no_decay)
-    scaled = optim.scaled_learning_rates(configured(tiny_config, '/tmp', **{'TRAIN.LINEAR_SCALED_LR': 512,
-                                                                          'TRAIN.ACCUM_ITER': 2}), 4)
-    assert scaled[0] == pytest.approx(tiny_config.TRAIN.BASE_LR * 8 * 2 * 4 / 512)
-
-
-def test_distributed_sampler_pads_and_splits():
-    ranks = [loader.EpochBatchSampler(13, 4, r, 2, shuffle=True, seed=1) for r in range(2)]
-    for s in ranks:
-        s.set_epoch(3)
-    seen = [i for s in ranks for batch in s for i in batch]
-    assert len(seen) == 14 and set(seen) == set(range(13))
-    again = loader.EpochBatchSampler(13, 4, 0, 2, shuffle=True, seed=1)
-    again.set_epoch(3)
-    assert list(again) == list(ranks[0])
-    again.set_epoch(4)
-    assert list(again) != list(ranks[0])
-
-
 @pytest.fixture(scope='module')
 def learnable_data(tmp_path_factory):
     rng = random.Random(1)
@@ -309,32 +272,12 @@ def test_output_folder_is_locked_and_leftover_temporaries_cleared(tmp_path):
     assert done.returncode == 3 and 'another run' in done.stdout and str(os.getpid()) in done.stdout
 
 
-def test_loader_takes_prefetch_and_shared_memory_keys_and_fits_shm(tiny_config, monkeypatch):
-    import logging
-    from collections import namedtuple
-    dataset = list(range(64))
-    batch = int(tiny_config.DATA.BATCH_SIZE)
-    image_bytes = 3 * int(tiny_config.DATA.IMAGE_SIZE) ** 2 * 4
-    warnings = []
-    logger = logging.getLogger('test_loader_keys')
-    monkeypatch.setattr(logger, 'warning', warnings.append)
-    monkeypatch.setattr(loader.cpu_env, 'processes_on_this_machine', lambda: 1)
-    usage = namedtuple('usage', 'total used free')
-
-    def loader_with_free_shm(free_batches, **changes):
-        monkeypatch.setattr(loader.shutil, 'disk_usage', lambda folder: usage(0, 0, free_batches * batch * image_bytes))
-        cfg = configured(tiny_config, '/nonexistent', **{'DATA.NUM_WORKERS': 4, **changes})
-        return loader.build_loader(dataset, cfg, True, 0, 1, logger)[0]
-
-    # 4 workers x 3 batches + the 2 the training loop holds
-    roomy = loader_with_free_shm(14, **{'DATA.PREFETCH_FACTOR': 3})
-    assert (roomy.prefetch_factor, roomy.use_shared_memory, warnings) == (3, True, [])
-    tight = loader_with_free_shm(13, **{'DATA.PREFETCH_FACTOR': 3})
-    assert (tight.prefetch_factor, tight.use_shared_memory) == (1, True)
-    assert 'DATA.PREFETCH_FACTOR 3' in warnings[-1] and '1 batch per worker' in warnings[-1]
-    tiny = loader_with_free_shm(5)
-    assert tiny.use_shared_memory is False and 'pipes' in warnings[-1] and '--shm-size' in warnings[-1]
-    switched_off = loader_with_free_shm(100, **{'DATA.USE_SHARED_MEMORY': False})
-    assert switched_off.use_shared_memory is False
-    with pytest.raises(ValueError, match='DATA.PREFETCH_FACTOR'):
-        loader_with_free_shm(100, **{'DATA.PREFETCH_FACTOR': 0})
+def test_keep_checkpoints_prunes_periodic_ones_never_best_or_last(tmp_path, tiny_config):
+    out = tmp_path / 'run'
+    engine.run(configured(tiny_config, out, **{'TRAIN.NUM_EPOCHS': 3, 'SAVE_FREQ': 1, 'TRAIN.KEEP_CHECKPOINTS': 1}))
+    names = sorted(os.listdir(out))
+    assert [n.split('-Loss-')[0] for n in names if n.startswith('Epoch-')] == ['Epoch-3']
+    assert 'best.pdparams' in names and 'last.pdparams' in names
+    best = json.load(open(out / 'best.json'))
+    _, best_state = model_weights(str(out / 'best.pdparams'))
+    assert best_state['epoch'] == best['epoch']  # the best epoch's weights, even when pruned from the periodic ones

@@ -7,7 +7,7 @@ writes output/coarse_infer.json (Paddle 3; .pdmodel on Paddle 2.6), .pdiparams a
 With `-format onnx` it writes output/coarse_infer.onnx instead (converted by paddle2onnx; the
 meta data are inside it), and with `-int8` also output/coarse_infer.int8.onnx (MatMul / Gemm
 weights quantized to int8 by ONNX Runtime). Pass the prefix or the .onnx file wherever a .pdparams
-is accepted for evaluation (`-eval -pretrained PREFIX`, predict_video.py). --check runs one
+is accepted for evaluation (`-eval -pretrained PREFIX`, predict_video.py). -check runs one
 random batch through the eager model and every written model and prints the largest logit
 difference of each (float32: expected below 1e-4).
 """
@@ -37,7 +37,7 @@ def main(argv=None):
 def export(argv=None):
     """Build, load, export and optionally check; returns the exit code."""
     parser = add_common_args(console.ArgumentParser(description=__doc__.splitlines()[0]))
-    parser.add_argument('--check', action='store_true', help='compare predictor and eager logits on random input')
+    parser.add_argument('-check', action='store_true', help='compare predictor and eager logits on random input')
     parser.add_argument('-format', choices=('paddle', 'onnx'), default='paddle',
                         help='paddle: PREFIX.json|.pdmodel + .pdiparams for paddle.inference (default); '
                              'onnx: PREFIX.onnx for ONNX Runtime')

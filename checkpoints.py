@@ -75,6 +75,12 @@ def _listing(keys, limit=10):
     return ', '.join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else '')
 
 
+def training_config(checkpoint):
+    """The config.yaml a training run wrote beside `checkpoint` (its output folder), or None."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), 'config.yaml')
+    return path if os.path.isfile(path) else None
+
+
 def load_pretrained(model, path, keep_head=False):
     """Load `path` into `model`; returns the loaded checkpoint dict (for epoch etc.).
 
@@ -105,6 +111,11 @@ def load_pretrained(model, path, keep_head=False):
             ('missing', missing), ('unexpected', unexpected),
             ('shape mismatch', [f"{k}: file {_shape(state[k])} vs model {expected[k]}" for k in wrong_shape]))
             if keys]
+        beside = training_config(path)
+        if beside:  # one line naming the config that fits, rather than hundreds of keys
+            raise CheckpointError(
+                f"{path}: does not fit this config's model ({len(missing) + len(unexpected) + len(wrong_shape)} "
+                f"weights differ); it was trained with {beside}: pass -cfg {beside}")
         raise CheckpointError(f"{path}: does not fit this model ({'; '.join(parts)}). "
                               f"Check the config (-cfg) matches the weights")
     fitting = {k: np.asarray(v) for k, v in state.items() if k in expected and k not in wrong_shape}

@@ -57,6 +57,7 @@ from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from fusion import Smoothing, fill_missing  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
 from plots import plot_timeline  # noqa: E402
+from checkpoints import training_config  # noqa: E402
 from predictor import exported_files, load_classifier  # noqa: E402
 from preprocess.faceloop import (FALLBACK_FPS, VIDEO_FAILURES, Detector, FaceLoop,  # noqa: E402
                                  StageClock, default_workers, torch_device, video_failure)
@@ -101,21 +102,26 @@ def resolve_model(kind, cfg, weights):
     elif exported_files(re.sub(r'\.(json|pdmodel|pdiparams|meta\.json)$', '', weights)) is None:
         raise UsageError(f"-{kind}_weights {weights}: neither a .pdparams file, an exported model "
                          "prefix (PREFIX.json or .pdmodel with PREFIX.pdiparams) nor a .onnx file")
+    if cfg is None and weights.endswith('.pdparams') and training_config(weights):
+        return training_config(weights), weights, 'given; config.yaml of its training run'
+    # An export records its own input settings: the config only supplies what it lacks.
     return cfg or RELEASE_CFG, weights, 'given'
 
 
 class Model:
     """One of the two Swin classifiers with the validation transform of its own config."""
 
-    def __init__(self, kind, cfg_file, weights, device='cpu'):
+    def __init__(self, kind, cfg_file, weights, device='cpu', cfg_given=True):
         if not os.path.isfile(cfg_file):
             raise UsageError(f"-{kind}_cfg {cfg_file}: file not found")
         # Exactly what `main_single_gpu.py -cfg CFG -class_type KIND -eval` builds.
-        self.config = config_module.update_config(config_module.get_config(cfg_file),
-                                                  argparse.Namespace(class_type=kind))
+        config = config_module.update_config(config_module.get_config(cfg_file),
+                                             argparse.Namespace(class_type=kind))
         self.kind = kind
+        # cfg_given False: an export's own image size, crop and normalisation win over cfg_file's.
+        self.classify = load_classifier(config, weights, device=device, config_given=cfg_given)
+        self.config = self.classify.config
         self.transform = transforms.val_transform(self.config)
-        self.classify = load_classifier(self.config, weights, device=device)
 
     def __call__(self, faces):
         """Logits [N, classes] (float64) of PIL face images."""
@@ -463,7 +469,8 @@ def run(args):
     for kind in MODEL_KINDS:
         cfg, weights, source = specs[kind]
         log.info("%s model: %s (%s), config %s", kind, weights, source, cfg)
-        models.append(Model(kind, cfg, weights, 'gpu' if args.device == 'gpu' else 'cpu'))
+        models.append(Model(kind, cfg, weights, 'gpu' if args.device == 'gpu' else 'cpu',
+                            cfg_given=getattr(args, f'{kind}_cfg') is not None))
         log.info("%s model runs on %s", kind, models[-1].classify.backend)
 
     workers = default_workers(detect_on) if args.workers is None else args.workers

@@ -41,8 +41,85 @@ INT8_ONNX_SUFFIX = '.int8.onnx'
 ONNX_OPSET = 17
 
 
+# The config keys an export records about how it is fed (transforms.val_transform) and what its
+# outputs mean; meta field -> config key.
+EXPORT_SETTINGS = {'num_classes': 'MODEL.NUM_CLASSES', 'class_type': 'DATA.CLASS_TYPE',
+                   'image_size': 'DATA.IMAGE_SIZE', 'crop_pct': 'DATA.CROP_PCT',
+                   'mean': 'DATA.IMAGENET_MEAN', 'std': 'DATA.IMAGENET_STD'}
+# Of those, what says which model it is: never taken from the export, only checked against it.
+IDENTITY_SETTINGS = ('class_type', 'num_classes')
+
+
 class PredictorError(UsageError):
     pass
+
+
+def config_value(config, dotted):
+    node = config
+    for part in dotted.split('.'):
+        node = node[part]
+    return node
+
+
+def _plain(value):
+    """A config value as JSON writes it (tuples as lists, numbers as numbers)."""
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    return value.item() if hasattr(value, 'item') else value
+
+
+def _same(a, b):
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-9 for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(float(a) - float(b)) < 1e-9
+    return a == b
+
+
+def settings_from_export(config, weights, meta, config_given=True):
+    """`config` fitted to what an export records about itself (EXPORT_SETTINGS in `meta`).
+
+    config_given False (no -cfg / -*_cfg): the export's image size, crop and normalisation replace
+    the config's, which then only supplies what the export lacks. config_given True: a config
+    value that contradicts the export is a PredictorError naming both. The class type and class
+    count are always checked, never taken: they say which model the export is.
+    """
+    adopted = {}
+    for field, key in EXPORT_SETTINGS.items():
+        if field not in meta:
+            continue
+        ours = config_value(config, key)
+        if _same(ours, meta[field]):
+            continue
+        if config_given or field in IDENTITY_SETTINGS:
+            raise PredictorError(_contradiction(weights, field, key, meta[field], ours))
+        adopted[key] = meta[field]
+    if not adopted:
+        return config
+    config = config.clone()
+    config.defrost()
+    for key, value in adopted.items():
+        *parents, leaf = key.split('.')
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    config.freeze()
+    return config
+
+
+def _contradiction(weights, field, key, theirs, ours):
+    if field == 'num_classes':
+        return (f"{weights}: exported model has {theirs} classes but the config has {ours} "
+                "(check -class_type / MODEL.NUM_CLASSES)")
+    if field == 'class_type':
+        return (f"{weights}: exported as the {theirs} model but the config is for {ours} "
+                "(check -class_type)")
+    if field == 'image_size':
+        return (f"{weights}: exported for {theirs}px images but the config uses {key} {ours} "
+                "(leave the config out to use the export's own settings)")
+    return (f"{weights}: exported with {key} {theirs} but the config has {ours} "
+            "(leave the config out to use the export's own settings)")
 
 
 def exported_files(path_prefix):
@@ -76,7 +153,10 @@ def export_model(model, config, out_prefix):
         paddle.jit.save(model, os.path.join(tmp, name), input_spec=spec)
         meta = {'image_size': size, 'channels': channels,
                 'num_classes': int(config.MODEL.NUM_CLASSES), 'model_name': str(config.MODEL.NAME),
-                'paddle_version': paddle.__version__}
+                'paddle_version': paddle.__version__,
+                # What feeding the model takes besides the weights: the validation transform's
+                # settings and the class set, so that an export needs no config (read_settings).
+                **{field: _plain(config_value(config, key)) for field, key in EXPORT_SETTINGS.items()}}
         with open(os.path.join(tmp, name + META_SUFFIX), 'w') as f:
             json.dump(meta, f, indent=1)
         written = sorted(os.listdir(tmp))
@@ -254,14 +334,23 @@ def _set_onnx_meta(model, meta):
     del model.metadata_props[:]
     for key, value in meta.items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = key, str(value)
+        entry.key, entry.value = key, json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def _meta_value(text):
+    """A value export_onnx stored as text: numbers and lists back as such, anything else as text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (int, float, list)) and not isinstance(value, bool) else text
 
 
 def onnx_meta(session):
-    """The meta data export_onnx stored (ints where they are numbers), from an ONNX Runtime session."""
+    """The meta data export_onnx stored (numbers and lists parsed), from an ONNX Runtime session."""
     meta = {}
     for key, value in session.get_modelmeta().custom_metadata_map.items():
-        meta[key] = int(value) if value.isdigit() else value
+        meta[key] = _meta_value(value)
     # A foreign .onnx without our meta data: fall back to the static input and output shapes.
     shape = session.get_inputs()[0].shape
     if 'image_size' not in meta and len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3]:
@@ -330,29 +419,24 @@ def _check_images(source, meta, images):
         raise PredictorError(f"{source}: images must be {wanted}, got {list(images.shape)}")
 
 
-def _check_meta(weights, meta, config):
-    wanted = int(config.MODEL.NUM_CLASSES)
-    if meta.get('num_classes') not in (None, wanted):
-        raise PredictorError(f"{weights}: exported model has {meta['num_classes']} classes but the "
-                             f"config has {wanted} (check -class_type / MODEL.NUM_CLASSES)")
-    if meta.get('image_size') not in (None, int(config.DATA.IMAGE_SIZE)):
-        raise PredictorError(f"{weights}: exported for {meta['image_size']}px images but the config "
-                             f"uses DATA.IMAGE_SIZE {config.DATA.IMAGE_SIZE}")
-
-
-def load_classifier(config, weights, device='cpu', threads=None):
+def load_classifier(config, weights, device='cpu', threads=None, config_given=True):
     """A callable images -> logits for a checkpoint (.pdparams, eager), an exported prefix
-    (paddle.inference) or a .onnx file (ONNX Runtime); each has a `backend` description.
+    (paddle.inference) or a .onnx file (ONNX Runtime); each has a `backend` description and the
+    `config` to feed it with (transforms.val_transform(classifier.config)).
 
-    All paths check that the number of classes matches config.MODEL.NUM_CLASSES, so a coarse
-    model cannot silently be evaluated as a negative one.
+    An export records its image size, crop, normalisation and classes: with config_given False
+    they replace the config's; otherwise a config that contradicts them is an error
+    (settings_from_export). All paths check that the number of classes matches
+    config.MODEL.NUM_CLASSES, so a coarse model cannot silently be evaluated as a negative one.
     """
     weights = str(weights)
     if weights.endswith('.pdparams'):
         paddle.set_device(device)
         model = build_swin(config)
         load_pretrained(model, weights, keep_head=True)
-        return EagerClassifier(model)
+        classifier = EagerClassifier(model)
+        classifier.config = config
+        return classifier
     prefix = weights
     for suffix in PROGRAM_SUFFIXES + (PARAMS_SUFFIX, META_SUFFIX):
         if prefix.endswith(suffix):
@@ -360,13 +444,15 @@ def load_classifier(config, weights, device='cpu', threads=None):
             break
     if weights.endswith(ONNX_SUFFIX):
         classifier = OnnxPredictor(weights, device=device, threads=threads)
-        _check_meta(weights, classifier.meta, config)
-        return classifier
-    if exported_files(prefix) is None:
+    elif exported_files(prefix) is None:
         raise PredictorError(f"{weights}: neither a .pdparams checkpoint, an exported model prefix "
                              "nor a .onnx file")
-    _check_meta(weights, read_meta(prefix), config)
-    return Predictor(prefix, device=device, threads=threads)
+    else:
+        # Checked before the (slower) predictor is built.
+        settings_from_export(config, weights, read_meta(prefix), config_given)
+        classifier = Predictor(prefix, device=device, threads=threads)
+    classifier.config = settings_from_export(config, weights, classifier.meta, config_given)
+    return classifier
 
 
 class ExportedModel:

@@ -142,3 +142,24 @@ def test_predict_video_model_accepts_onnx(onnx_models, tmp_path):
     assert np.abs(from_onnx(faces) - from_checkpoint(faces)).max() < 1e-4
     with pytest.raises(predict_video.UsageError, match='missing.onnx: file not found'):
         predict_video.resolve_model('coarse', cfg, str(tmp_path / 'missing.onnx'))
+
+
+def test_exports_describe_themselves_a_config_only_fills_in(onnx_models, tmp_path):
+    # The release's Swin-S config says 224 px and CROP_PCT 1.0; the export says 32 px and its own
+    # crop. Without -coarse_cfg the export's settings win; given explicitly, the contradiction is
+    # an error; a config that agrees is fine.
+    faces = [Image.fromarray(np.random.RandomState(i).randint(0, 255, (48, 48, 3), dtype=np.uint8))
+             for i in range(2)]
+    tiny = predict_video.Model('coarse', onnx_models['cfg_file'], onnx_models['checkpoint'])
+    cfg, weights, _ = predict_video.resolve_model('coarse', None, onnx_models['float32'])
+    assert cfg == predict_video.RELEASE_CFG
+    described = predict_video.Model('coarse', cfg, weights, cfg_given=False)
+    for key in ('IMAGE_SIZE', 'CROP_PCT', 'IMAGENET_MEAN', 'IMAGENET_STD'):
+        assert described.config.DATA[key] == tiny.config.DATA[key], key
+    assert np.abs(described(faces) - tiny(faces)).max() < 1e-4
+    size = int(onnx_models['config'].DATA.IMAGE_SIZE)
+    with pytest.raises(PredictorError, match=f'exported for {size}px images but the config uses DATA.IMAGE_SIZE 224'):
+        predict_video.Model('coarse', cfg, weights, cfg_given=True)
+    with pytest.raises(PredictorError, match='exported model has 5 classes but the config has 4'):
+        predict_video.Model('negative', cfg, weights, cfg_given=False)
+    assert OnnxPredictor(weights).meta['mean'] == [0.485, 0.456, 0.406]

@@ -197,6 +197,31 @@ def test_left_right_from_annotation_names(tmp_path, capsys):
     assert code != 0 and 'ghost' in err and '3 already finished' in err
 
 
+def test_resume_redoes_only_the_unfinished_person_of_a_two_person_video(tmp_path, capsys):
+    # A run killed after pair_left was committed but before pair_right: the next run decodes the
+    # video again for pair_right alone, leaves pair_left untouched and writes pair_right as a whole run did.
+    videos, anno, out = tmp_path / 'videos', tmp_path / 'anno', tmp_path / 'out'
+    videos.mkdir()
+    anno.mkdir()
+    write_two_face_clip(videos / 'pair.mkv', 3)
+    for side in ('left', 'right'):
+        (anno / f'pair_{side}.txt').write_text(HEADER + '1\n1\n1\n')
+    code, err = run_cli([videos, out, '-anno_folder', anno], capsys)
+    assert code == 0, err
+    whole_run = {name: (out / 'pair_right' / name).read_bytes() for name in jpgs(out / 'pair_right')}
+    left_marker = os.stat(out / 'pair_left' / DONE_MARKER).st_mtime_ns
+    os.remove(out / 'pair_right' / DONE_MARKER)  # what a kill before pair_right's commit leaves
+    os.replace(out / 'pair_right', out / '.pair_right.tmp-partial')
+
+    code, err = run_cli([videos, out, '-anno_folder', anno], capsys)
+    assert code == 0, err
+    assert '1 output(s) written, 1 already finished' in err
+    assert os.stat(out / 'pair_left' / DONE_MARKER).st_mtime_ns == left_marker
+    assert {name: (out / 'pair_right' / name).read_bytes() for name in jpgs(out / 'pair_right')} == whole_run
+    assert json.loads((out / 'pair_right' / DONE_MARKER).read_text())['side'] == 'right'
+    assert sorted(os.listdir(out)) == ['pair_left', 'pair_right']
+
+
 def test_unfinished_outputs_are_redone(tmp_path, capsys):
     videos, out = tmp_path / 'videos', tmp_path / 'out'
     videos.mkdir()

@@ -98,12 +98,7 @@ def settings_from_export(config, weights, meta, config_given=True):
         return config
     config = config.clone()
     config.defrost()
-    for key, value in adopted.items():
-        *parents, leaf = key.split('.')
-        node = config
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+    config.merge_from_list([item for key, value in adopted.items() for item in (key, value)])
     config.freeze()
     return config
 

@@ -45,8 +45,9 @@ def build_parser():
     parser.add_argument('-anno_folder', help='ABAW EXPR annotations, the folder holding Train_Set/ '
                         'and Validation_Set/ as in training (a folder holding the <video>.txt '
                         'files directly works too): ground truth and frame counts')
-    parser.add_argument('-split', choices=ANNOTATION_SPLITS, default=DEFAULT_SPLIT,
-                        help=f'the -anno_folder sub-folder to read (default {DEFAULT_SPLIT})')
+    parser.add_argument('-split', default=DEFAULT_SPLIT,
+                        help=f'the -anno_folder sub-folder to read (default {DEFAULT_SPLIT}; '
+                             f"{' or '.join(ANNOTATION_SPLITS)} in Aff-Wild2)")
     parser.add_argument('-frames_folder', help='frame counts of videos without annotations: the '
                         'aligned-faces folder of python -m preprocess (its .done manifests), or '
                         'extracted frames (FRAMES/<video>/*.jpg)')

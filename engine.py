@@ -32,7 +32,7 @@ from fileio import atomic_open, atomic_path, check_writable_dir
 from loader import build_loader, seed_epoch
 from metrics import classification_scores
 from mixup import Mixup
-from optim import (ModelEma, WarmupCosine, build_optimizer, label_smoothing,  # noqa: F401
+from optim import (ModelEma, WarmupCosine, build_grad_scaler, build_optimizer, label_smoothing,  # noqa: F401
                    scaled_learning_rates, smoothed_targets, soft_cross_entropy)
 from predictor import ExportedModel
 
@@ -72,7 +72,7 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
         bad_images += bad
         if batch_id % accum == 0:
             # The release's per-iteration schedule: the learning rate at this fractional epoch.
-            lr_scheduler.step(epoch - 1 + batch_id / num_batches)
+            lr_scheduler.step(batch_id / num_batches + epoch - 1)  # the release's order of operations
         with paddle.amp.auto_cast(enable=scaler is not None):
             if images.shape[0] == 0:
                 # Every image of this batch was corrupt: a zero loss keeps the ranks' collectives in step.
@@ -271,13 +271,14 @@ class Trainer:
         if config.MODEL.PRETRAINED and not config.MODEL.RESUME:
             load_weights(model, config.MODEL.PRETRAINED, logger, strict_head=False)
         # Started after the pretrained weights load (the release started it from the random init).
-        self.ema = ModelEma(model, config.TRAIN.MODEL_EMA_DECAY) if config.TRAIN.MODEL_EMA else None
+        self.ema = (ModelEma(model, config.TRAIN.MODEL_EMA_DECAY, config.TRAIN.MODEL_EMA_FORCE_CPU)
+                    if config.TRAIN.MODEL_EMA else None)
         self.optimizer = build_optimizer(config, model, self.lr_scheduler)
         use_amp = bool(config.AMP)
         if use_amp and ctx.device == 'cpu':
             logger.info("-amp: ignored on CPU (mixed precision needs a GPU); training in float32")
             use_amp = False
-        self.scaler = paddle.amp.GradScaler() if use_amp else None
+        self.scaler = build_grad_scaler(config) if use_amp else None
         self.mixup = Mixup(config, config.MODEL.NUM_CLASSES) if Mixup.enabled(config) else None
         self.last_epoch, self.best_f1 = config.TRAIN.LAST_EPOCH, None
         resume = config.MODEL.RESUME

@@ -50,12 +50,15 @@ def make_logger(output_dir, rank):
 
 
 def all_reduce_mean(value, world_size):
-    """The mean of a float over the processes (the value itself in one process)."""
+    """The mean over the processes of a float, or of each float of a list in one collective
+    (the value itself in one process)."""
     if world_size == 1:
         return value
-    tensor = paddle.to_tensor([value], dtype='float64')
+    many = isinstance(value, (list, tuple))
+    tensor = paddle.to_tensor(list(value) if many else [value], dtype='float64')
     paddle.distributed.all_reduce(tensor)
-    return float(tensor.numpy()[0]) / world_size
+    means = [float(v) / world_size for v in tensor.numpy()]
+    return means if many else means[0]
 
 
 def all_gather_array(array, world_size):

@@ -220,11 +220,11 @@ def rank_digests(log_dir):
 
 
 class RankZeroLog:
-    """What rank 0 logs into OUTPUT/log-0.txt from now on. Its file handler flushes every record,
+    """What rank 0 logs into OUTPUT/log_0.txt from now on. Its file handler flushes every record,
     unlike the launcher's workerlog files, which lag behind (and lose their tail on SIGKILL)."""
 
     def __init__(self, output):
-        self.path = os.path.join(output, 'log-0.txt')
+        self.path = os.path.join(output, 'log_0.txt')
         self.offset = os.path.getsize(self.path) if os.path.exists(self.path) else 0
 
     def text(self):

@@ -275,8 +275,8 @@ def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
         unwrap(model).set_state_dict(content)
         if ema is not None:
             ema.set_state_dict(unwrap(model).state_dict())
-        logger.warning(f"resumed weights only from {path} (a plain state dict): optimizer, scheduler "
-                       f"and epoch not restored; continuing after -last_epoch {last_epoch}")
+        logger.warning(f"----- Resume Training: Load {path}, w/o opt/epoch/scaler (a plain state dict: "
+                       f"optimizer, scheduler and epoch not restored; continuing after -last_epoch {last_epoch})")
         return last_epoch, None
     check_num_classes(content, path, config)
     unwrap(model).set_state_dict(content['model'])
@@ -303,7 +303,10 @@ def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
     # The schedule is a function of the epoch (optim.WarmupCosine): the epoch is all it needs, from
     # either layout of 'lr_scheduler' (the release's or the flat one written before).
     lr_scheduler.step(last_epoch)
-    logger.info(f"resumed from {path} (epoch {last_epoch})")
+    logger.info(f"----- Resume Training: Load model from {path}, w/t "
+                f"opt = [{'optimizer' in content}], lr_scheduler = [{'lr_scheduler' in content}], "
+                f"model_ema = [{'model_ema' in content}], epoch = [{content.get('epoch', -1)}], "
+                f"amp_grad_scaler = [{'amp_grad_scaler' in content}]")
     return last_epoch, content.get('best_macro_f1')
 
 

@@ -457,16 +457,17 @@ def build_parser(description):
     return config_module.add_common_args(console.ArgumentParser(description))
 
 
-def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluation'):
+def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluation', runner=None):
     """Command-line entry: every expected failure ends as one 'error: ...' line (naming the rank
-    after the first) and its exit code: 2 for a bad flag or input, 1 for a failure while running."""
+    after the first) and its exit code: 2 for a bad flag or input, 1 for a failure while running.
+    runner: what to run with the parsed config (default: run; main_test_multi_gpu.py passes its own)."""
     rank = paddle.distributed.get_rank()  # from the launcher's environment, before the group exists
-    return console.run_command(_parse_and_run, argv, distributed, description,
+    return console.run_command(_parse_and_run, argv, distributed, description, runner or run,
                                error_label=f"error (rank {rank})" if rank else 'error')
 
 
-def _parse_and_run(argv, distributed, description):
+def _parse_and_run(argv, distributed, description, runner):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(description).parse_args(argv)
     config = config_module.update_config(config_module.get_config(), args)
-    run(config, output_given=bool(args.output), distributed=distributed, command=[sys.argv[0]] + argv)
+    runner(config, output_given=bool(args.output), distributed=distributed, command=[sys.argv[0]] + argv)

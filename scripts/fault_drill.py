@@ -47,7 +47,7 @@ from fileio import is_temporary  # noqa: E402
 
 PYTHON = sys.executable
 SHA_RE = re.compile(r'final weights sha256 ([0-9a-f]{64})')
-RESUMED_RE = re.compile(r'resumed from (\S+) \(epoch (\d+)\)')
+RESUMED_RE = re.compile(r'Resume Training: Load model from (\S+?), w/t .*?epoch = \[(\d+)\]')
 
 
 def log(message):

@@ -171,3 +171,24 @@ def test_scheduler_without_warmup_has_the_cosine_layout(tiny_config, tmp_path):
     release = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=base, T_max=4, eta_min=end, last_epoch=0)
     release.step(1.5)
     assert ours.state_dict() == release.state_dict()
+
+
+def test_the_releases_resume_reads_our_checkpoint(tiny_config, tmp_path):
+    """The release's STEP 7 (-resume) on a checkpoint written here: its LinearWarmup scheduler's
+    set_state_dict needs 'LinearWarmup_LR' (KeyError on the flat layout written before)."""
+    import engine
+    out = tmp_path / 'run'
+    engine.run(configured(tiny_config, out, **{'TRAIN.NUM_EPOCHS': 2, 'TRAIN.WARMUP_EPOCHS': 1}))
+    state = paddle.load(str(out / 'last.pdparams'))
+    cfg = configured(tiny_config, out, **{'TRAIN.NUM_EPOCHS': 2, 'TRAIN.WARMUP_EPOCHS': 1})
+    model = build_swin(cfg)
+    release = _release_state_after_training(cfg, 0, 1)
+    optimizer = paddle.optimizer.AdamW(parameters=model.parameters(), learning_rate=release, weight_decay=0.05)
+    model.set_state_dict(state['model'])
+    optimizer.set_state_dict(state['optimizer'])
+    release.set_state_dict(state['lr_scheduler'])
+    release.step(state['epoch'] + 1)
+    assert release.last_epoch == 3
+    with pytest.raises(KeyError, match='LinearWarmup_LR'):
+        _release_state_after_training(cfg, 0, 1).set_state_dict(
+            {k: v for k, v in state['lr_scheduler'].items() if k != 'LinearWarmup_LR'})

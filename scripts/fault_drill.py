@@ -271,7 +271,7 @@ def kill_at_random_moment(proc, rank0, rng, first_epoch, epochs, kills_left, ste
     share = max(1, (high - low + 1) // max(1, kills_left))
     epoch = rng.randint(low, min(high, low + share - 1))
     step = rng.randint(1, steps)
-    marker = f'Epoch[{epoch:03d}/{epochs:03d}] Step[{step:04d}/'
+    marker = f'Epoch[{epoch:03d}/{epochs:03d}], Step[{step - 1:04d}/'  # the release's line numbers steps from 0
     if not wait_for(lambda: rank0.has(marker), proc, timeout, poll=0.005):
         return False, f'finished before epoch {epoch} step {step}'
     delay = rng.uniform(0.0, step_seconds)

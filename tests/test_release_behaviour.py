@@ -16,12 +16,7 @@ from swin_transformer import build_swin, truncated_normal
 
 
 def _tiny(tiny_cfg_file, **model_keys):
-    cfg = get_config(tiny_cfg_file)
-    cfg.defrost()
-    for key, value in model_keys.items():
-        cfg.MODEL[key] = value
-    cfg.freeze()
-    return cfg
+    return configured(get_config(tiny_cfg_file), './output', **{f'MODEL.{k}': v for k, v in model_keys.items()})
 
 
 def test_grad_scaler_has_the_release_era_values_unless_asked(tiny_config, tmp_path, monkeypatch):

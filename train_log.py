@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -23,6 +24,7 @@ import traceback
 import numpy as np
 
 from distributed import all_reduce_mean
+from errors import CfcspError
 
 FORMAT = '%(asctime)s %(message)s'
 ALL_DATEFMT = '%m%d %I:%M:%S %p'  # the release's logging.basicConfig for log_all.txt
@@ -85,13 +87,11 @@ class RunLog:
 
     def command(self, argv):
         """First line: how the run was started, to repeat it."""
-        import shlex
         self.write(f"----- command: {shlex.join([os.path.basename(sys.executable)] + list(argv))}")
 
     def fatal(self, err):
         """Last line when the run fails: the error as the console shows it (and, for an error
         this project did not expect, the traceback, which the console shows on its own)."""
-        from errors import CfcspError
         if isinstance(err, CfcspError):
             text = f"error: {err}"
         elif isinstance(err, KeyboardInterrupt):

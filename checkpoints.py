@@ -81,6 +81,41 @@ def training_config(checkpoint):
     return path if os.path.isfile(path) else None
 
 
+def _resize_grid(table, side):
+    """[C, s, s] -> [C, side, side], bicubic with half-pixel centres (align_corners False): the
+    release's interpolate_position_embedding.py, through the same Paddle call."""
+    grid = paddle.to_tensor(np.asarray(table, dtype=np.float32))[None]
+    return paddle.nn.functional.interpolate(grid, size=(side, side), mode='bicubic',
+                                           align_corners=False)[0].numpy()
+
+
+def resize_position_tables(state, expected):
+    """Resize, in `state`, the position tables whose token count differs from the model's
+    (`expected`: key -> shape), as the release did before loading -pretrained weights (e.g. a
+    window-12 ImageNet-22k backbone into a window-7 model). Relative tables [(2w-1)^2, heads]
+    are resized per head on their (2w-1) x (2w-1) grid, absolute ones [1, n*n, dim] per channel on
+    their n x n grid. Returns the resized keys; other mismatches are left to the shape check."""
+    resized = []
+    for key, value in state.items():
+        want = expected.get(key)
+        have = _shape(value)
+        if want is None or have == want:
+            continue
+        if 'relative_position_bias_table' in key and len(have) == 2 and len(want) == 2 and have[1] == want[1]:
+            side_in, side_out = int(have[0] ** 0.5), int(want[0] ** 0.5)
+            if side_in ** 2 == have[0] and side_out ** 2 == want[0]:
+                grid = np.asarray(value).T.reshape(have[1], side_in, side_in)
+                state[key] = _resize_grid(grid, side_out).reshape(want[1], want[0]).T
+                resized.append(key)
+        elif 'absolute_positional_embedding' in key and len(have) == 3 and len(want) == 3 and have[2] == want[2]:
+            side_in, side_out = int(have[1] ** 0.5), int(want[1] ** 0.5)
+            if side_in ** 2 == have[1] and side_out ** 2 == want[1]:
+                grid = np.asarray(value)[0].reshape(side_in, side_in, have[2]).transpose(2, 0, 1)
+                state[key] = _resize_grid(grid, side_out).transpose(1, 2, 0).reshape(want)
+                resized.append(key)
+    return resized
+
+
 def load_pretrained(model, path, keep_head=False):
     """Load `path` into `model`; returns the loaded checkpoint dict (for epoch etc.).
 
@@ -89,13 +124,18 @@ def load_pretrained(model, path, keep_head=False):
     loaded -pretrained): keys the model lacks (e.g. a face-recognition head), keys the file lacks
     and weights of another shape (e.g. a classifier of another size) are skipped with one warning
     that lists them, and the model keeps its own initial values there; only a file of which no
-    backbone weight fits is an error.
+    backbone weight fits is an error. Position tables of another window or image size are first
+    resized as the release did (resize_position_tables).
     """
     content = read_checkpoint(path)
     state = extract_state_dict(content, path)
     state = {k: v for k, v in state.items() if not k.endswith(BUFFER_SUFFIXES)}
     expected = {k: list(v.shape) for k, v in model.state_dict().items()
                 if not k.endswith(BUFFER_SUFFIXES)}
+    resized = resize_position_tables(state, expected)
+    if resized:
+        logger.info("%s: %d position tables resized (bicubic) to this model's window/image size: %s",
+                    path, len(resized), _listing(resized, 3))
 
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -246,8 +286,8 @@ def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
         unwrap(model).set_state_dict(content)
         if ema is not None:
             ema.set_state_dict(unwrap(model).state_dict())
-        logger.warning(f"resumed weights only from {path} (a plain state dict): optimizer, scheduler "
-                       f"and epoch not restored; continuing after -last_epoch {last_epoch}")
+        logger.warning(f"----- Resume Training: Load {path}, w/o opt/epoch/scaler (a plain state dict: "
+                       f"optimizer, scheduler and epoch not restored; continuing after -last_epoch {last_epoch})")
         return last_epoch, None
     check_num_classes(content, path, config)
     unwrap(model).set_state_dict(content['model'])
@@ -271,9 +311,13 @@ def restore(path, model, optimizer, lr_scheduler, scaler, ema, config, logger):
     if ema is not None:
         ema.set_state_dict(content.get('model_ema') or content['model'])
     last_epoch = int(content.get('epoch', last_epoch))
-    # The schedule is a function of the epoch (optim.WarmupCosine), so it needs no state of its own.
+    # The schedule is a function of the epoch (optim.WarmupCosine): the epoch is all it needs, from
+    # either layout of 'lr_scheduler' (the release's or the flat one written before).
     lr_scheduler.step(last_epoch)
-    logger.info(f"resumed from {path} (epoch {last_epoch})")
+    logger.info(f"----- Resume Training: Load model from {path}, w/t "
+                f"opt = [{'optimizer' in content}], lr_scheduler = [{'lr_scheduler' in content}], "
+                f"model_ema = [{'model_ema' in content}], epoch = [{content.get('epoch', -1)}], "
+                f"amp_grad_scaler = [{'amp_grad_scaler' in content}]")
     return last_epoch, content.get('best_macro_f1')
 
 

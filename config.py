@@ -105,7 +105,7 @@ _C.TRAIN.OPTIMIZER.BETAS = (0.9, 0.999)
 
 _C.TRAIN.MODEL_EMA = False
 _C.TRAIN.MODEL_EMA_DECAY = 0.99996
-_C.TRAIN.MODEL_EMA_FORCE_CPU = False  # accepted, unused (the release kept the EMA on CPU with it)
+_C.TRAIN.MODEL_EMA_FORCE_CPU = False  # keep the EMA copy in host memory, as the release
 # [added] validate with the EMA weights and keep the best checkpoint by their macro F1 (the release
 # validated the trained weights only and saved the EMA alongside).
 _C.TRAIN.VALIDATE_EMA = False
@@ -138,6 +138,10 @@ _C.VALIDATE_FREQ = 1
 _C.SEED = 0
 _C.EVAL = False
 _C.AMP = False
+# [added] False: the AMP loss scaler starts as the release's did on Paddle 2.2/2.3 (scale 32768,
+# doubled after 1000 clean steps, halved after 2 overflowing ones); True: the installed Paddle's
+# GradScaler defaults (65536 / 2000 / 1 since Paddle 2.5).
+_C.AMP_PADDLE_DEFAULTS = False
 _C.DEVICE = ''  # [added] '' picks gpu when Paddle has CUDA and one is visible, else cpu
 
 
@@ -147,7 +151,7 @@ ADDED_KEYS = (
     'DATA.DATA_PATH', 'DATA.TRAIN_SPLIT', 'DATA.VAL_SPLIT', 'DATA.VIDEO_LIST', 'DATA.PREFETCH_FACTOR',
     'DATA.USE_SHARED_MEMORY', 'DATA.RELEASE_RANDOM_APPLY', 'DATA.SKIP_BAD_IMAGES', 'MODEL.FINAL_NORM',
     'TRAIN.KEEP_CHECKPOINTS', 'TRAIN.NO_DECAY_NORM_BIAS', 'TRAIN.VALIDATE_EMA',
-    'TRAIN.USE_CONFIG_SMOOTHING', 'DEVICE',
+    'TRAIN.USE_CONFIG_SMOOTHING', 'AMP_PADDLE_DEFAULTS', 'DEVICE',
 )
 
 

@@ -1,9 +1,6 @@
-"""One process or several: rank and world size, the device, per-rank logging and the collectives
-that training and evaluation need (no-ops in a single process, where Paddle's would raise)."""
-import logging
-import os
-import sys
-
+"""One process or several: rank and world size, the device and the collectives that training
+and evaluation need (no-ops in a single process, where Paddle's would raise). A run's log files
+are train_log.py's."""
 import numpy as np
 import paddle
 
@@ -31,31 +28,16 @@ def setup_device(config, logger):
     return wanted
 
 
-def make_logger(output_dir, rank):
-    """A per-rank logger to stdout and, for rank 0, OUTPUT/log-0.txt."""
-    logger = logging.getLogger(f"cfcsp.engine.{rank}.{output_dir}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(message)s", "%m-%d %H:%M:%S")
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(fmt)
-    logger.addHandler(stream)
-    if output_dir:
-        handler = logging.FileHandler(os.path.join(output_dir, f"log-{rank}.txt"))
-        handler.setFormatter(fmt)
-        logger.addHandler(handler)
-    return logger
-
-
 def all_reduce_mean(value, world_size):
-    """The mean of a float over the processes (the value itself in one process)."""
+    """The mean over the processes of a float, or of each float of a list in one collective
+    (the value itself in one process)."""
     if world_size == 1:
         return value
-    tensor = paddle.to_tensor([value], dtype='float64')
+    many = isinstance(value, (list, tuple))
+    tensor = paddle.to_tensor(list(value) if many else [value], dtype='float64')
     paddle.distributed.all_reduce(tensor)
-    return float(tensor.numpy()[0]) / world_size
+    means = [float(v) / world_size for v in tensor.numpy()]
+    return means if many else means[0]
 
 
 def all_gather_array(array, world_size):

@@ -12,6 +12,7 @@ import datetime
 import json
 import math
 import os
+import sys
 import time
 
 import cpu_env  # noqa: F401  (threading / MKL settings before paddle is imported)
@@ -26,15 +27,16 @@ import datasets
 import labels as abaw_labels
 import swin_transformer
 from checkpoints import CheckpointError, unwrap
-from distributed import all_gather_array, all_reduce_mean, make_logger, setup_device, world
+from distributed import all_gather_array, all_reduce_mean, setup_device, world
 from errors import TrainingError, UsageError
 from fileio import atomic_open, atomic_path, check_writable_dir
 from loader import build_loader, seed_epoch
 from metrics import classification_scores
 from mixup import Mixup
-from optim import (ModelEma, WarmupCosine, build_optimizer, label_smoothing,  # noqa: F401
+from optim import (ModelEma, WarmupCosine, build_grad_scaler, build_optimizer, label_smoothing,  # noqa: F401
                    scaled_learning_rates, smoothed_targets, soft_cross_entropy)
 from predictor import ExportedModel
+from train_log import RunLog, TrainProgress, ValidationProgress, batch_accuracy, validation_summary
 
 
 class NonFiniteLossError(TrainingError):
@@ -58,13 +60,15 @@ def _ok_rows(images, labels, ok, index, dataset):
 
 def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logger, world_size=1,
                     scaler=None, ema=None, mixup=None):
-    """One epoch; returns dict(train_loss, lr, images, seconds, bad_images)."""
+    """One epoch, logged as the release did (train_log.TrainProgress); returns dict(train_loss,
+    train_acc, lr, images, seconds, bad_images), loss and accuracy averaged over the processes."""
     model.train()
     accum = max(1, config.TRAIN.ACCUM_ITER)
     num_batches = len(loader)
     num_classes = config.MODEL.NUM_CLASSES
     smoothing = label_smoothing(config)
-    total_loss, total_count, bad_images, seen = 0.0, 0, 0, 0
+    progress = TrainProgress(logger, epoch, config.TRAIN.NUM_EPOCHS, num_batches, config.REPORT_FREQ, world_size)
+    bad_images, seen = 0, 0
     start = time.time()
     optimizer.clear_grad()
     for batch_id, (images, labels, index, ok) in enumerate(loader):
@@ -72,17 +76,24 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
         bad_images += bad
         if batch_id % accum == 0:
             # The release's per-iteration schedule: the learning rate at this fractional epoch.
-            lr_scheduler.step(epoch - 1 + batch_id / num_batches)
+            lr_scheduler.step(batch_id / num_batches + epoch - 1)  # the release's order of operations
+        output = None
         with paddle.amp.auto_cast(enable=scaler is not None):
             if images.shape[0] == 0:
                 # Every image of this batch was corrupt: a zero loss keeps the ranks' collectives in step.
                 loss = model(paddle.zeros([1, 3, config.DATA.IMAGE_SIZE, config.DATA.IMAGE_SIZE])).sum() * 0
             elif mixup is not None:
                 mixed, targets = mixup(images, labels)
-                loss = soft_cross_entropy(model(mixed), targets)
+                output = model(mixed)
+                loss = soft_cross_entropy(output, targets)
             else:
-                loss = soft_cross_entropy(model(images), smoothed_targets(labels, num_classes, smoothing))
-        loss_value = all_reduce_mean(float(loss), world_size)
+                output = model(images)
+                loss = soft_cross_entropy(output, smoothed_targets(labels, num_classes, smoothing))
+        count = int(images.shape[0])
+        # Accuracy against the batch's own labels, under mixup too (the release meant that; on its
+        # Paddle the call it made for mixup raised a shape error, see docs/release.md).
+        acc = batch_accuracy(output.numpy(), labels.numpy()) if output is not None else 0.0
+        loss_value = progress.update(batch_id, float(loss), acc, count, optimizer.get_lr())
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
                 f"loss is {loss_value} at epoch {epoch} step {batch_id + 1}/{num_batches} "
@@ -101,29 +112,29 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, config, epoch, logge
             optimizer.clear_grad()
             if ema is not None:
                 ema.update(unwrap(model))
-        count = int(images.shape[0])
-        total_loss += loss_value * count
-        total_count += count
         seen += count
-        if config.REPORT_FREQ and (batch_id + 1) % config.REPORT_FREQ == 0:
-            logger.info(f"Epoch[{epoch:03d}/{config.TRAIN.NUM_EPOCHS:03d}] Step[{batch_id + 1:04d}/{num_batches:04d}] "
-                        f"loss {total_loss / max(1, total_count):.4f} lr {optimizer.get_lr():.3e} "
-                        f"{seen * world_size / (time.time() - start):.1f} images/s")
     seconds = time.time() - start
-    return {'train_loss': total_loss / max(1, total_count), 'lr': float(optimizer.get_lr()),
-            'images': seen * world_size, 'seconds': seconds, 'bad_images': bad_images}
+    progress.end(optimizer.get_lr(), seconds)
+    return {'train_loss': progress.master_loss.avg, 'train_acc': progress.master_acc.avg,
+            'lr': float(optimizer.get_lr()), 'images': seen * world_size, 'seconds': seconds,
+            'bad_images': bad_images}
 
 
 @paddle.no_grad()
-def predict(model, loader, world_size=1):
-    """(indices, logits float32 [N,C], skipped) over the whole dataset, each sample exactly once."""
+def predict(model, loader, world_size=1, progress=None):
+    """(indices, logits float32 [N,C], skipped) over the whole dataset, each sample exactly once.
+    progress (train_log.ValidationProgress): told every batch, to log as the release did."""
     model.eval()
     all_index, all_logits, all_ok = [], [], []
     with paddle.no_grad():
-        for images, _labels, index, ok in loader:
-            all_logits.append(np.asarray(model(images), dtype=np.float32))
+        for batch_id, (images, labels, index, ok) in enumerate(loader):
+            logits = np.asarray(model(images), dtype=np.float32)
+            all_logits.append(logits)
             all_index.append(index.numpy())
             all_ok.append(ok.numpy())
+            if progress is not None:
+                # A corrupt image (DATA.SKIP_BAD_IMAGES) counts as unlabelled.
+                progress.update(batch_id, logits, np.where(ok.numpy() != 0, labels.numpy().reshape(-1), -1))
     index = all_gather_array(np.concatenate(all_index).astype(np.int64), world_size)
     logits = all_gather_array(np.concatenate(all_logits), world_size)
     ok = all_gather_array(np.concatenate(all_ok).astype(np.int64), world_size)
@@ -145,9 +156,9 @@ def score(logits, labels, class_names):
     return result
 
 
-def evaluate(model, loader, dataset, class_names, world_size=1):
+def evaluate(model, loader, dataset, class_names, world_size=1, progress=None):
     """Predict every sample once and score the labelled ones: {paths, logits, labels, skipped, scores}."""
-    index, logits, skipped = predict(model, loader, world_size)
+    index, logits, skipped = predict(model, loader, world_size, progress)
     if skipped and not dataset.skip_bad_images:
         bad = sorted(set(range(len(dataset))) - set(index.tolist()))
         raise dataset.bad_image_error(bad[0])
@@ -178,18 +189,19 @@ def _f1_fields(scores, prefix='val_'):
 # ---------------------------------------------------------------------------------------------
 # The run
 
-def resolve_output(config, output_given):
-    """The output folder: -output as given, else the release's SAVE/<train|eval>-<time>."""
+def resolve_output(config, output_given, mode=None):
+    """The output folder: -output as given, else the release's SAVE/<mode>-<time>, mode train or
+    eval (main_test_multi_gpu.py: test)."""
     if output_given:
         return config.SAVE
-    mode = 'eval' if config.EVAL else 'train'
+    mode = mode or ('eval' if config.EVAL else 'train')
     return os.path.join(config.SAVE, f"{mode}-{datetime.datetime.now().strftime('%Y%m%d-%H-%M')}")
 
 
 def load_weights(model, path, logger, strict_head):
     """Pretrained/evaluated weights. strict_head: the classifier must match (evaluation)."""
     checkpoints.load_pretrained(unwrap(model), path, keep_head=strict_head)
-    logger.info(f"loaded weights from {path}")
+    logger.info(f"----- Pretrained: Load model state from {path}")
 
 
 class RunContext:
@@ -205,8 +217,9 @@ class RunContext:
             json.dump(content, f, indent=1)
 
 
-def start_run(config, output_given, distributed):
-    """STEP 0: check the config, join the process group, claim the output folder, set the device."""
+def start_run(config, output_given, distributed, command=None, mode=None):
+    """STEP 0: check the config, join the process group, claim the output folder, open the log
+    (the command line, then the release's config dump), set the device."""
     wanted = abaw_labels.NUM_CLASSES[abaw_labels.check_class_type(config.DATA.CLASS_TYPE)]
     if config.MODEL.NUM_CLASSES != wanted:
         raise UsageError(f"MODEL.NUM_CLASSES {config.MODEL.NUM_CLASSES} does not match class_type "
@@ -214,11 +227,17 @@ def start_run(config, output_given, distributed):
     if distributed and paddle.distributed.get_world_size() > 1:
         paddle.distributed.init_parallel_env()
     rank, world_size = world()
-    output_dir = resolve_output(config, output_given)
+    output_dir = resolve_output(config, output_given, mode)
     if rank == 0:
         check_writable_dir(output_dir)
         checkpoints.claim_output_dir(output_dir)
-    logger = make_logger(output_dir if rank == 0 else None, rank)
+    if world_size > 1:
+        paddle.distributed.barrier()  # rank 0 has checked and claimed the folder: every rank logs into it
+        os.makedirs(output_dir, exist_ok=True)  # another node's disk
+    logger = RunLog(output_dir, rank)
+    if command is not None:
+        logger.command(command)
+    logger.write(f"----- world_size = {world_size}, local_rank = {rank} \n----- {config}")
     device = setup_device(config, logger)
     ctx = RunContext(config, output_dir, rank, world_size, logger, device)
     if rank == 0:
@@ -240,7 +259,8 @@ def evaluate_only(ctx, model, val_set, val_loader):
             model = paddle.DataParallel(model)
     else:
         model = ExportedModel(weights, config, ctx.device, logger)
-    result = evaluate(model, val_loader, val_set, ctx.class_names, ctx.world_size)
+    logger.info("----- Start Validation")
+    result = validate(ctx, model, val_loader, val_set, "----- Validation: ")
     if ctx.rank == 0:
         write_predictions(ctx.output_dir, result, ctx.class_names, config.DATA.CLASS_TYPE)
         ctx.write_json('metrics.json', {
@@ -264,20 +284,26 @@ class Trainer:
         self.train_set = datasets.build_dataset(config, 'train', logger)
         logger.info(f"training frames: {len(self.train_set)}")
         self.loader, self.sampler = build_loader(self.train_set, config, True, ctx.rank, ctx.world_size, logger)
+        logger.info(f"----- Total # of train batch (single gpu): {len(self.loader)}")
         base_lr, warmup_lr, end_lr = scaled_learning_rates(config, ctx.world_size)
+        if config.TRAIN.LINEAR_SCALED_LR is not None:
+            # The release's line (which printed the base rate three times); here each rate.
+            logger.info(f"Base lr is scaled to: {base_lr}, warmup start lr is scaled to: {warmup_lr}, "
+                        f"end lr is scaled to: {end_lr}")
         self.lr_scheduler = WarmupCosine(base_lr, warmup_lr, end_lr, config.TRAIN.WARMUP_EPOCHS,
                                          config.TRAIN.NUM_EPOCHS)
         self.lr_scheduler.step(int(config.TRAIN.LAST_EPOCH))
         if config.MODEL.PRETRAINED and not config.MODEL.RESUME:
             load_weights(model, config.MODEL.PRETRAINED, logger, strict_head=False)
         # Started after the pretrained weights load (the release started it from the random init).
-        self.ema = ModelEma(model, config.TRAIN.MODEL_EMA_DECAY) if config.TRAIN.MODEL_EMA else None
+        self.ema = (ModelEma(model, config.TRAIN.MODEL_EMA_DECAY, config.TRAIN.MODEL_EMA_FORCE_CPU)
+                    if config.TRAIN.MODEL_EMA else None)
         self.optimizer = build_optimizer(config, model, self.lr_scheduler)
         use_amp = bool(config.AMP)
         if use_amp and ctx.device == 'cpu':
             logger.info("-amp: ignored on CPU (mixed precision needs a GPU); training in float32")
             use_amp = False
-        self.scaler = paddle.amp.GradScaler() if use_amp else None
+        self.scaler = build_grad_scaler(config) if use_amp else None
         self.mixup = Mixup(config, config.MODEL.NUM_CLASSES) if Mixup.enabled(config) else None
         self.last_epoch, self.best_f1 = config.TRAIN.LAST_EPOCH, None
         resume = config.MODEL.RESUME
@@ -313,16 +339,30 @@ class Trainer:
         return self.eval_model
 
 
+def validate(ctx, model, val_loader, val_set, summary_prefix):
+    """evaluate() with the release's progress lines (every REPORT_FREQ batches, with the time
+    left) and its closing line: this process's loss and Acc@1 over its batches, and the exact
+    scores (every frame once) as the values of all processes."""
+    progress = ValidationProgress(ctx.logger, len(val_loader), ctx.config.REPORT_FREQ, ctx.world_size)
+    result = evaluate(model, val_loader, val_set, ctx.class_names, ctx.world_size, progress)
+    s = result['scores']
+    exact = (s['loss'], s['accuracy']) if s else (progress.master_loss.avg, progress.master_acc.avg)
+    validation_summary(ctx.logger, summary_prefix, (progress.loss.avg, progress.acc.avg), exact, progress.seconds())
+    return result
+
+
 def validate_epoch(ctx, trainer, epoch, val_set, val_loader, record):
     """Validate after `epoch`; updates `record` and the best macro F1. Returns (scores, improved)."""
-    result = evaluate(trainer.validation_model(ctx), val_loader, val_set, ctx.class_names, ctx.world_size)
+    ctx.logger.info(f"----- Validation after Epoch: {epoch}")
+    result = validate(ctx, trainer.validation_model(ctx), val_loader, val_set,
+                      f"----- Epoch[{epoch:03d}/{ctx.config.TRAIN.NUM_EPOCHS:03d}], ")
     scores = result['scores']
     record.update(_f1_fields(scores))
     if scores is None:
         return None, False
-    ctx.logger.info(f"Epoch[{epoch:03d}] val loss {scores['loss']:.4f} acc {scores['accuracy']:.4f} "
-                    f"macro F1 {scores['macro_f1']:.4f} per class "
-                    + ' '.join(f"{k}:{v:.3f}" for k, v in scores['per_class_f1'].items()))
+    ctx.logger.info(f"----- Epoch[{epoch:03d}/{ctx.config.TRAIN.NUM_EPOCHS:03d}], Validation macro F1: "
+                    f"{scores['macro_f1']:.4f}, per class: "
+                    + ', '.join(f"{k} {v:.4f}" for k, v in scores['per_class_f1'].items()))
     improved = trainer.best_f1 is None or scores['macro_f1'] > trainer.best_f1
     if improved:
         trainer.best_f1 = scores['macro_f1']
@@ -355,8 +395,10 @@ def train(ctx, trainer, val_set, val_loader):
     """STEP 10: the epochs after the last finished one; returns the last validation scores."""
     config, logger = ctx.config, ctx.logger
     last_scores = None
+    logger.info(f"----- Start training from epoch {trainer.last_epoch + 1}.")
     for epoch in range(trainer.last_epoch + 1, config.TRAIN.NUM_EPOCHS + 1):
         trainer.start_epoch(ctx, epoch)
+        logger.info(f"Train epoch {epoch}. LR={trainer.optimizer.get_lr():.6e}")
         try:
             stats = train_one_epoch(trainer.model, trainer.loader, trainer.optimizer, trainer.lr_scheduler,
                                     config, epoch, logger, ctx.world_size, trainer.scaler, trainer.ema,
@@ -365,10 +407,10 @@ def train(ctx, trainer, val_set, val_loader):
             raise NonFiniteLossError(f"{err}; last good checkpoint: {trainer.last_good or 'none'}") from None
         bad = int(all_reduce_mean(stats['bad_images'], ctx.world_size) * ctx.world_size)
         rate = stats['images'] / max(stats['seconds'], 1e-9)
-        logger.info(f"Epoch[{epoch:03d}/{config.TRAIN.NUM_EPOCHS:03d}] train loss {stats['train_loss']:.4f} "
-                    f"lr {stats['lr']:.3e} {rate:.1f} images/s" + (f", skipped {bad} corrupt images" if bad else ''))
-        record = {'epoch': epoch, 'train_loss': stats['train_loss'], 'lr': stats['lr'],
-                  'train_images_per_s': rate}
+        if bad:
+            logger.info(f"----- Epoch[{epoch:03d}/{config.TRAIN.NUM_EPOCHS:03d}], skipped {bad} corrupt images")
+        record = {'epoch': epoch, 'train_loss': stats['train_loss'], 'train_acc': stats['train_acc'],
+                  'lr': stats['lr'], 'train_images_per_s': rate}
         if bad:
             record['skipped_bad_images'] = bad
         improved = False
@@ -380,9 +422,16 @@ def train(ctx, trainer, val_set, val_loader):
     return last_scores
 
 
-def run(config, output_given=True, distributed=False):
-    """Train (or with config.EVAL, evaluate) as configured. Returns a result dict (rank-local)."""
-    ctx = start_run(config, output_given, distributed)
+def run(config, output_given=True, distributed=False, command=None):
+    """Train (or with config.EVAL, evaluate) as configured. Returns a result dict (rank-local).
+    command: the command line, written at the top of the log."""
+    ctx = start_run(config, output_given, distributed, command)
+    with ctx.logger.recording_failure():
+        return _run(ctx, output_given)
+
+
+def _run(ctx, output_given):
+    config = ctx.config
     # STEP 1: data to validate or evaluate on (-eval: every face frame; validation during
     # training, as the release: the frames in the model's classes), and the model
     val_set = datasets.build_dataset(config, 'eval' if config.EVAL else 'val', ctx.logger)
@@ -390,6 +439,7 @@ def run(config, output_given=True, distributed=False):
                     f"({config.DATA.CLASS_TYPE}, {int(sum(1 for _, l in val_set.samples if l >= 0))} "
                     f"labelled in its classes)")
     val_loader, _ = build_loader(val_set, config, False, ctx.rank, ctx.world_size, ctx.logger)
+    ctx.logger.info(f"----- Total # of val batch (single gpu): {len(val_loader)}")
     model = swin_transformer.build_swin(config)
     if config.EVAL:
         return evaluate_only(ctx, model, val_set, val_loader)
@@ -407,15 +457,17 @@ def build_parser(description):
     return config_module.add_common_args(console.ArgumentParser(description))
 
 
-def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluation'):
+def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluation', runner=None):
     """Command-line entry: every expected failure ends as one 'error: ...' line (naming the rank
-    after the first) and its exit code: 2 for a bad flag or input, 1 for a failure while running."""
+    after the first) and its exit code: 2 for a bad flag or input, 1 for a failure while running.
+    runner: what to run with the parsed config (default: run; main_test_multi_gpu.py passes its own)."""
     rank = paddle.distributed.get_rank()  # from the launcher's environment, before the group exists
-    return console.run_command(_parse_and_run, argv, distributed, description,
+    return console.run_command(_parse_and_run, argv, distributed, description, runner or run,
                                error_label=f"error (rank {rank})" if rank else 'error')
 
 
-def _parse_and_run(argv, distributed, description):
+def _parse_and_run(argv, distributed, description, runner):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(description).parse_args(argv)
     config = config_module.update_config(config_module.get_config(), args)
-    run(config, output_given=bool(args.output), distributed=distributed)
+    runner(config, output_given=bool(args.output), distributed=distributed, command=[sys.argv[0]] + argv)

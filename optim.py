@@ -1,5 +1,5 @@
 """Optimisation: the warm-up + cosine learning-rate schedule, AdamW with its weight-decay
-groups, the label-smoothed loss and the weights' exponential moving average."""
+groups, the AMP loss scaler, the label-smoothed loss and the weights' exponential moving average."""
 import math
 
 import paddle
@@ -30,6 +30,60 @@ class WarmupCosine(paddle.optimizer.lr.LRScheduler):
 
     def get_lr(self):
         return self.lr_at(self.last_epoch)
+
+    def state_dict(self):
+        """The state in the layout of the release's scheduler, so that its `-resume`
+        (`lr_scheduler.set_state_dict(...)`) reads our checkpoints: with warm-up it ran
+        LinearWarmup(CosineAnnealingDecay), whose state nests the cosine's under 'LinearWarmup_LR';
+        without, a CosineAnnealingDecay. Values are the ones Paddle's schedulers hold at this epoch."""
+        return release_scheduler_state(self.base_lr, self.warmup_start_lr, self.end_lr, self.warmup_epochs,
+                                       self.total_epochs, self.last_epoch)
+
+    def set_state_dict(self, state_dict):
+        """Both layouts (the release's, and the flat one this project wrote before): only the epoch
+        matters, since the learning rate is a function of it."""
+        self.step(state_dict['last_epoch'])
+
+
+def release_scheduler(base_lr, warmup_start_lr, end_lr, warmup_epochs, total_epochs, last_epoch=-1):
+    """The scheduler the release built (main_multi_gpu.py, STEP 5), from Paddle's own classes."""
+    lr = paddle.optimizer.lr
+    if warmup_epochs > 0:
+        # The release could not start with NUM_EPOCHS <= WARMUP_EPOCHS (T_max 0); such a run is
+        # all warm-up, which never reaches the cosine part, so T_max 1 gives the same state.
+        cosine = lr.CosineAnnealingDecay(learning_rate=base_lr, T_max=max(1, int(total_epochs - warmup_epochs)),
+                                         eta_min=end_lr, last_epoch=-1)
+        return lr.LinearWarmup(learning_rate=cosine, warmup_steps=warmup_epochs, start_lr=warmup_start_lr,
+                               end_lr=base_lr, last_epoch=last_epoch)
+    return lr.CosineAnnealingDecay(learning_rate=base_lr, T_max=max(1, int(total_epochs)), eta_min=end_lr,
+                                   last_epoch=last_epoch)
+
+
+def release_scheduler_state(base_lr, warmup_start_lr, end_lr, warmup_epochs, total_epochs, epoch):
+    """state_dict() of the release's scheduler stepped to `epoch`. Its cosine part only moves once
+    warm-up is over (LinearWarmup steps it from get_lr), and epochs only grow during a run, so
+    one step from a fresh scheduler leaves it where the release's run would have it."""
+    scheduler = release_scheduler(base_lr, warmup_start_lr, end_lr, warmup_epochs, total_epochs)
+    scheduler.step(epoch)
+    return scheduler.state_dict()
+
+
+# The loss scaler the release ran: it called paddle.amp.GradScaler() on Paddle 2.2/2.3, whose
+# defaults these are; Paddle 2.5+ changed them to 65536 / 2000 / 1.
+RELEASE_GRAD_SCALER = {'init_loss_scaling': 32768.0, 'incr_ratio': 2.0, 'decr_ratio': 0.5,
+                       'incr_every_n_steps': 1000, 'decr_every_n_nan_or_inf': 2}
+
+
+def grad_scaler_settings(config):
+    """GradScaler's arguments: the release's values, or with AMP_PADDLE_DEFAULTS none (the
+    installed Paddle's defaults). Separate from build_grad_scaler because a scaler built on a
+    CPU disables itself and keeps none of them."""
+    return {} if config.AMP_PADDLE_DEFAULTS else dict(RELEASE_GRAD_SCALER)
+
+
+def build_grad_scaler(config):
+    """The AMP loss scaler for training with -amp."""
+    return paddle.amp.GradScaler(**grad_scaler_settings(config))
 
 
 def scaled_learning_rates(config, world_size):
@@ -92,22 +146,29 @@ def soft_cross_entropy(logits, targets):
 
 
 class ModelEma:
-    """Exponential moving average of the weights (TRAIN.MODEL_EMA, decay TRAIN.MODEL_EMA_DECAY)."""
+    """Exponential moving average of the weights (TRAIN.MODEL_EMA, decay TRAIN.MODEL_EMA_DECAY).
+    force_cpu (TRAIN.MODEL_EMA_FORCE_CPU) keeps the average in host memory, as the release's
+    `model_ema.to('cpu')` did, to spare GPU memory."""
 
-    def __init__(self, model, decay):
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def __init__(self, model, decay, force_cpu=False):
+        self.decay, self.force_cpu = decay, bool(force_cpu)
+        self.shadow = {k: self._here(v) for k, v in model.state_dict().items()}
+
+    def _here(self, value):
+        value = value.detach()
+        return value.cpu() if self.force_cpu else value.clone()
 
     @paddle.no_grad()
     def update(self, model):
         for key, value in model.state_dict().items():
             if paddle.is_floating_point(value):
-                self.shadow[key] = self.shadow[key] * self.decay + value.detach() * (1.0 - self.decay)
+                self.shadow[key] = self.shadow[key] * self.decay + self._here(value) * (1.0 - self.decay)
             else:
-                self.shadow[key] = value.detach().clone()
+                self.shadow[key] = self._here(value)
 
     def state_dict(self):
         return self.shadow
 
     def set_state_dict(self, state):
-        self.shadow = {k: paddle.to_tensor(v) for k, v in state.items()}
+        place = paddle.CPUPlace() if self.force_cpu else None
+        self.shadow = {k: paddle.to_tensor(v, place=place) for k, v in state.items()}

@@ -7,13 +7,25 @@ unchanged; `tools/convert_torch_swin.py` maps timm / official PyTorch weights on
 Spatial sizes are fixed when the model is built (from DATA.IMAGE_SIZE), as in the release; that
 lets every reshape use constants, which keeps the model exportable with `paddle.jit.save`.
 """
+import inspect
+
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
-_trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
+
+def truncated_normal(std):
+    """N(0, std) cut at +-2 std, as the release's TruncatedNormal(std=.02) was on Paddle 2.x.
+    Paddle 3 added bounds a, b in absolute units with defaults -2, 2, which at std 0.02 cut
+    nothing; passing them keeps both versions equal."""
+    if 'a' in inspect.signature(nn.initializer.TruncatedNormal.__init__).parameters:
+        return nn.initializer.TruncatedNormal(mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
+    return nn.initializer.TruncatedNormal(mean=0.0, std=std)
+
+
+_trunc_normal = truncated_normal(0.02)
 _zeros = nn.initializer.Constant(0.0)
 _ones = nn.initializer.Constant(1.0)
 
@@ -149,8 +161,11 @@ class WindowAttention(nn.Layer):
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = qk_scale or head_dim ** -0.5
-        self.relative_position_bias_table = self.create_parameter(
-            shape=[(2 * window_size - 1) ** 2, num_heads], default_initializer=_trunc_normal)
+        # paddle.create_parameter, as the release: Paddle then generates the same parameter names
+        # (create_parameter_N.w_0) in both programs, which the optimizer state is keyed by, so
+        # the AdamW moments of these tables carry over between the release's runs and ours.
+        self.relative_position_bias_table = paddle.create_parameter(
+            shape=[(2 * window_size - 1) ** 2, num_heads], dtype='float32', default_initializer=_trunc_normal)
         self.register_buffer('relative_position_index',
                              paddle.to_tensor(relative_position_index(window_size).reshape([-1])),
                              persistable=False)

@@ -47,7 +47,7 @@ from fileio import DONE_MARKER, is_temporary  # noqa: E402
 
 PYTHON = sys.executable
 SHA_RE = re.compile(r'final weights sha256 ([0-9a-f]{64})')
-RESUMED_RE = re.compile(r'resumed from (\S+) \(epoch (\d+)\)')
+RESUMED_RE = re.compile(r'Resume Training: Load model from (\S+?), w/t .*?epoch = \[(\d+)\]')
 
 
 def log(message):
@@ -220,11 +220,11 @@ def rank_digests(log_dir):
 
 
 class RankZeroLog:
-    """What rank 0 logs into OUTPUT/log-0.txt from now on. Its file handler flushes every record,
+    """What rank 0 logs into OUTPUT/log_0.txt from now on. Its file handler flushes every record,
     unlike the launcher's workerlog files, which lag behind (and lose their tail on SIGKILL)."""
 
     def __init__(self, output):
-        self.path = os.path.join(output, 'log-0.txt')
+        self.path = os.path.join(output, 'log_0.txt')
         self.offset = os.path.getsize(self.path) if os.path.exists(self.path) else 0
 
     def text(self):
@@ -271,7 +271,7 @@ def kill_at_random_moment(proc, rank0, rng, first_epoch, epochs, kills_left, ste
     share = max(1, (high - low + 1) // max(1, kills_left))
     epoch = rng.randint(low, min(high, low + share - 1))
     step = rng.randint(1, steps)
-    marker = f'Epoch[{epoch:03d}/{epochs:03d}] Step[{step:04d}/'
+    marker = f'Epoch[{epoch:03d}/{epochs:03d}], Step[{step - 1:04d}/'  # the release's line numbers steps from 0
     if not wait_for(lambda: rank0.has(marker), proc, timeout, poll=0.005):
         return False, f'finished before epoch {epoch} step {step}'
     delay = rng.uniform(0.0, step_seconds)

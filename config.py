@@ -137,6 +137,10 @@ _C.SEED = 0
 _C.EVAL = False
 _C.AMP = False
 _C.DEVICE = ''  # added: '' picks gpu when Paddle has CUDA and one is visible, else cpu
+# added: seconds without a sign of life (a heartbeat every second) before a process of a
+# multi-process run counts as lost and every other one ends with one error line (distributed.py);
+# below gloo's own 30 s, so that the watch, not a C++ abort, ends a run whose peer froze
+_C.PEER_TIMEOUT = 20
 
 
 class ConfigError(UsageError):

@@ -170,7 +170,7 @@ def _is_lost_peer(err):
 
 
 def _leave(code, message):
-    if _watch is not None and _ENDING.acquire(blocking=False):
+    if _watch is not None and _watch.ending.acquire(blocking=False):
         _watch.leave(code, message)
 
 
@@ -191,10 +191,11 @@ class PeerWatch:
     `bye`, or stays silent for `timeout` seconds, means its process is lost: rank 0 tells the
     others, and every process prints one error line and exits (code 1, or the peer's error code)."""
 
-    def __init__(self, rank, world_size, places, address, timeout, listener=None, exit=os._exit):
+    def __init__(self, rank, world_size, places, address, timeout, listener=None, exit=os._exit, ending=None):
         self.rank, self.world_size, self.places = rank, world_size, places
         self.address, self.timeout, self.listener = address, float(timeout), listener
-        self.exit = exit
+        # exit and ending: the process's own, but tests run several "processes" in one.
+        self.exit, self.ending = exit, ending or _ENDING
         self.peers = {}  # rank -> socket
         self.buffers, self.heard, self.done = {}, {}, set()
         self.lock = threading.Lock()
@@ -206,7 +207,8 @@ class PeerWatch:
             conn = socket.create_connection(self.address, timeout=self.timeout)
             conn.sendall(f"hello {self.rank}\n".encode())
             self._add(0, conn)
-        threading.Thread(target=self._run, name='peer-watch', daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name='peer-watch', daemon=True)
+        self.thread.start()
 
     def _accept_all(self):
         deadline = time.time() + self.timeout
@@ -255,7 +257,7 @@ class PeerWatch:
                 last_beat = now
             for rank in watched:
                 if rank not in self.done and now - self.heard[rank] > self.timeout:
-                    self._lost(rank, f"silent for {self.timeout:g} s (PEER_TIMEOUT): frozen, or its node "
+                    self._lost(rank, f"was silent for {self.timeout:g} s (PEER_TIMEOUT): frozen, or its node "
                                      f"is down or unreachable")
 
     def _read(self, rank, conn):
@@ -285,9 +287,9 @@ class PeerWatch:
     def wait_for_loss(self):
         """Wait (at most `timeout` seconds and a few heartbeats) for the watch to find a lost peer."""
         deadline = time.time() + self.timeout + 3 * HEARTBEAT_SECONDS
-        while time.time() < deadline and not _ENDING.locked():
+        while time.time() < deadline and not self.ending.locked():
             time.sleep(0.05)
-        if _ENDING.locked():
+        if self.ending.locked():
             time.sleep(self.timeout + 3 * HEARTBEAT_SECONDS)  # the watch is ending the process
 
     def _lost(self, rank, why):
@@ -296,7 +298,7 @@ class PeerWatch:
     def _end(self, message, code, culprit):
         """Stop the process for a lost or failed peer: tell the others (rank 0), let a file being
         written finish, print one error line, exit. Nothing, if the run is already ending itself."""
-        if not _ENDING.acquire(blocking=False):
+        if not self.ending.acquire(blocking=False):
             return
         if self.rank == 0:
             with self.lock:

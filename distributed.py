@@ -108,6 +108,8 @@ _watch = None
 def join_group(timeout):
     """Join the launcher's process group and start the PeerWatch (`timeout`: PEER_TIMEOUT)."""
     global _watch
+    if not timeout or timeout <= 0:
+        raise UsageError(f"PEER_TIMEOUT {timeout}: must be a number of seconds above 0")
     paddle.distributed.init_parallel_env()
     rank, world_size = world()
     host = os.environ.get('PADDLE_CURRENT_ENDPOINT', '127.0.0.1:0').rsplit(':', 1)[0]

@@ -142,6 +142,10 @@ _C.AMP = False
 # doubled after 1000 clean steps, halved after 2 overflowing ones); True: the installed Paddle's
 # GradScaler defaults (65536 / 2000 / 1 since Paddle 2.5).
 _C.AMP_PADDLE_DEFAULTS = False
+# [added] seconds without a sign of life (a heartbeat every second) before a process of a
+# multi-process run counts as lost and every other one ends with one error line (distributed.py);
+# below gloo's own 30 s, so that the watch, not a C++ abort, ends a run whose peer froze
+_C.PEER_TIMEOUT = 20
 _C.DEVICE = ''  # [added] '' picks gpu when Paddle has CUDA and one is visible, else cpu
 
 
@@ -151,7 +155,7 @@ ADDED_KEYS = (
     'DATA.DATA_PATH', 'DATA.TRAIN_SPLIT', 'DATA.VAL_SPLIT', 'DATA.VIDEO_LIST', 'DATA.PREFETCH_FACTOR',
     'DATA.USE_SHARED_MEMORY', 'DATA.RELEASE_RANDOM_APPLY', 'DATA.SKIP_BAD_IMAGES', 'MODEL.FINAL_NORM',
     'TRAIN.KEEP_CHECKPOINTS', 'TRAIN.NO_DECAY_NORM_BIAS', 'TRAIN.VALIDATE_EMA',
-    'TRAIN.USE_CONFIG_SMOOTHING', 'AMP_PADDLE_DEFAULTS', 'DEVICE',
+    'TRAIN.USE_CONFIG_SMOOTHING', 'AMP_PADDLE_DEFAULTS', 'PEER_TIMEOUT', 'DEVICE',
 )
 
 

@@ -27,7 +27,8 @@ import datasets
 import labels as abaw_labels
 import swin_transformer
 from checkpoints import CheckpointError, unwrap
-from distributed import all_gather_array, all_reduce_mean, setup_device, world
+from distributed import (all_gather_array, all_reduce_mean, announce_end, join_group, rank0_file,
+                         setup_device, world, writing)
 from errors import TrainingError, UsageError
 from fileio import atomic_open, atomic_path, check_writable_dir
 from loader import build_loader, seed_epoch
@@ -225,7 +226,7 @@ def start_run(config, output_given, distributed, command=None, mode=None):
         raise UsageError(f"MODEL.NUM_CLASSES {config.MODEL.NUM_CLASSES} does not match class_type "
                          f"'{config.DATA.CLASS_TYPE}' ({wanted} classes)")
     if distributed and paddle.distributed.get_world_size() > 1:
-        paddle.distributed.init_parallel_env()
+        join_group(config.PEER_TIMEOUT)
     rank, world_size = world()
     output_dir = resolve_output(config, output_given, mode)
     if rank == 0:
@@ -310,7 +311,9 @@ class Trainer:
         if resume == 'auto':
             if not output_given:
                 raise UsageError("-resume auto needs -output DIR (the folder of the run to resume)")
-            resume = checkpoints.find_resume_checkpoint(ctx.output_dir, logger)
+            # Rank 0 chooses, so that every node resumes from the same epoch.
+            resume = rank0_file(checkpoints.find_resume_checkpoint(ctx.output_dir, logger) if ctx.rank == 0
+                                else None, ctx.world_size, '-resume auto')
             if resume is None:
                 logger.info(f"resume auto: no checkpoint in {ctx.output_dir}; starting from scratch")
         if resume:
@@ -418,7 +421,8 @@ def train(ctx, trainer, val_set, val_loader):
             last_scores, improved = validate_epoch(ctx, trainer, epoch, val_set, val_loader, record)
         record['best_macro_f1'] = trainer.best_f1
         if ctx.rank == 0:
-            save_epoch(ctx, trainer, epoch, stats['train_loss'], record, improved)
+            with writing():
+                save_epoch(ctx, trainer, epoch, stats['train_loss'], record, improved)
     return last_scores
 
 
@@ -470,4 +474,5 @@ def _parse_and_run(argv, distributed, description, runner):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(description).parse_args(argv)
     config = config_module.update_config(config_module.get_config(), args)
-    runner(config, output_given=bool(args.output), distributed=distributed, command=[sys.argv[0]] + argv)
+    with announce_end():
+        runner(config, output_given=bool(args.output), distributed=distributed, command=[sys.argv[0]] + argv)

@@ -1,4 +1,5 @@
-"""Train or evaluate a CFC-SP Swin model (N processes: python -m paddle.distributed.launch --nproc_per_node N (CPU) or --gpus 0,1,2,3)."""
+"""Train or evaluate a CFC-SP Swin model (N processes: python -m paddle.distributed.launch --nproc_per_node N (CPU) or --gpus 0,1,2,3;
+several machines: add --nnodes M --master IP:PORT --rank R on each, see docs/multinode.md)."""
 import os
 import sys
 

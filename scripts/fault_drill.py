@@ -1,21 +1,27 @@
 """Fault drill: kill training and preprocessing with SIGKILL, feed bad inputs, check nothing is lost.
 
-    python scripts/fault_drill.py [--quick] [--seed N] [--kills N] [--work DIR] [--keep]
+    python scripts/fault_drill.py [--quick] [--seed N] [--kills N] [--work DIR] [--keep] [--summary FILE]
 
-1. Training: a 2-process CPU run (`paddle.distributed.launch --nproc_per_node 2 main_multi_gpu.py`,
-   tiny Swin, generated data, NUM_WORKERS 0, fixed seed) runs once uninterrupted; then the same run is
-   SIGKILLed (whole process group) at seeded random points, alternately at a random moment of
-   training and while a checkpoint is being written, and restarted with `-resume auto` each time.
-   The resumed run must end with the uninterrupted run's weights (sha256 logged by every rank and
-   every checkpoint file compared tensor by tensor); after every kill each finished checkpoint must
-   load and none that existed before may disappear.
-2. Preprocessing: `python -m preprocess` on generated astronaut clips is killed mid-video and re-run;
+1. Training on one machine: a 2-process CPU run (`paddle.distributed.launch --nproc_per_node 2
+   main_multi_gpu.py`, tiny Swin, generated data, NUM_WORKERS 0, fixed seed) runs once
+   uninterrupted; then the same run is SIGKILLed (whole process group) at seeded random points,
+   alternately at a random moment of training and while a checkpoint is being written, and
+   restarted with `-resume auto` each time. The resumed run must end with the uninterrupted run's
+   weights (sha256 logged by every rank and every checkpoint file compared tensor by tensor); after
+   every kill each finished checkpoint must load and none that existed before may disappear.
+2. Training on two machines: two launchers on 127.0.0.1 (`--nnodes 2`, one process each). Machine 1
+   (its launcher and worker) is killed at a random step, both are restarted with `-resume auto`,
+   then rank 0's worker alone is killed, and both are restarted again. After each kill every
+   surviving process must end within SURVIVOR_BOUND_S, the survivor's output must hold one error
+   line naming the lost rank and node and `-resume auto`, and no traceback; the end must equal 1.
+3. Preprocessing: `python -m preprocess` on generated astronaut clips is killed mid-video and re-run;
    the output must equal an uninterrupted run, a finished video must not be redone and a
    half-written one must never look finished.
-3. Bad inputs: every case of bad_input_cases() must end with exit code != 0 and one `error:` line naming
+4. Bad inputs: every case of bad_input_cases() must end with exit code != 0 and one `error:` line naming
    the file or flag at fault, with no traceback.
 
-Prints a table and exits 0 only when every fault was survived and every bad input rejected clearly.
+Prints a table (and with --summary writes the findings as JSON) and exits 0 only when every fault
+was survived and every bad input rejected clearly.
 """
 import argparse
 import glob
@@ -25,6 +31,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +50,7 @@ import engine  # noqa: E402
 import labels  # noqa: E402
 from demo.pattern_data import TINY_YAML, balanced_labels, make_abaw_tree  # noqa: E402
 from demo.synthetic_video import write_face_clip  # noqa: E402
-from fileio import DONE_MARKER, is_temporary  # noqa: E402
+from fileio import DONE_MARKER, atomic_open, is_temporary  # noqa: E402
 
 PYTHON = sys.executable
 SHA_RE = re.compile(r'final weights sha256 ([0-9a-f]{64})')
@@ -174,9 +181,10 @@ def make_training_data(root, quick):
     return {'cfg': cfg, 'data_folder': data_folder, 'anno_folder': anno_folder}
 
 
-def train_cmd(data, output, log_dir, epochs, extra=()):
-    """The 2-process training command of the drill."""
-    return [PYTHON, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir', log_dir,
+def train_cmd(data, output, log_dir, epochs, extra=(), launch=None):
+    """The drill's training command: 2 processes on one machine, or what `launch` says."""
+    launch = launch or ['--nproc_per_node', '2', '--log_dir', log_dir]
+    return [PYTHON, '-m', 'paddle.distributed.launch', *launch,
             os.path.join(ROOT, 'main_multi_gpu.py'), '-cfg', data['cfg'],
             '-data_folder', data['data_folder'], '-anno_folder', data['anno_folder'],
             '-class_type', 'coarse', '-output', output, '-device', 'cpu', '-resume', 'auto',
@@ -211,10 +219,11 @@ def same_weights(a, b):
     return a.keys() == b.keys() and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
-def rank_digests(log_dir):
+def rank_digests(worker_logs):
+    """The final weights sha256 each worker log reports (None where missing)."""
     found = []
-    for rank in (0, 1):
-        match = SHA_RE.search(read_text(os.path.join(log_dir, f'workerlog.{rank}')))
+    for path in worker_logs:
+        match = SHA_RE.search(read_text(path))
         found.append(match.group(1) if match else None)
     return found
 
@@ -250,7 +259,7 @@ def run_reference(data, work, epochs, timeout):
     wait_for(lambda: rank0.has('final weights'), proc, timeout, poll=0.005)
     trained_until = time.time()
     code = proc.wait(timeout=timeout)
-    digests = rank_digests(log_dir)
+    digests = rank_digests([os.path.join(log_dir, f'workerlog.{rank}') for rank in (0, 1)])
     if code != 0 or None in digests or digests[0] != digests[1]:
         raise RuntimeError(f"uninterrupted training failed (exit {code}, digests {digests}); see {log_dir}")
     steps = int(re.search(r'Step\[\d+/(\d+)\]', rank0.text()).group(1))
@@ -260,9 +269,9 @@ def run_reference(data, work, epochs, timeout):
     return {'output': output, 'sha': digests[0], 'steps': steps, 'step_seconds': step_seconds}
 
 
-def kill_at_random_moment(proc, rank0, rng, first_epoch, epochs, kills_left, steps, step_seconds, timeout):
+def kill_at_random_moment(proc, rank0, rng, first_epoch, epochs, kills_left, ref, timeout, kill=None):
     """Kill at a random step of a random epoch still to train, a random part of a step after it
-    is logged (REPORT_FREQ 1). -> (fault injected?, how)."""
+    is logged (REPORT_FREQ 1); `kill` (default: the whole job) does it. -> (fault injected?, how)."""
     # Not epoch 1 (so there is something to resume) nor the last epoch (a kill during its final
     # writes could leave nothing for the next kill), when there is a choice; and within the next
     # share of the remaining epochs, so the kills spread over the whole run.
@@ -270,16 +279,16 @@ def kill_at_random_moment(proc, rank0, rng, first_epoch, epochs, kills_left, ste
     high = max(low, epochs - 1)
     share = max(1, (high - low + 1) // max(1, kills_left))
     epoch = rng.randint(low, min(high, low + share - 1))
-    step = rng.randint(1, steps)
+    step = rng.randint(1, ref['steps'])
     marker = f'Epoch[{epoch:03d}/{epochs:03d}], Step[{step - 1:04d}/'  # the release's line numbers steps from 0
     if not wait_for(lambda: rank0.has(marker), proc, timeout, poll=0.005):
         return False, f'finished before epoch {epoch} step {step}'
-    delay = rng.uniform(0.0, step_seconds)
+    delay = rng.uniform(0.0, ref['step_seconds'])
     time.sleep(delay)
     if proc.poll() is not None:
         return False, f'finished within {delay:.2f}s of epoch {epoch} step {step}'
-    kill_group(proc)
-    return True, f'{delay:.2f}s after epoch {epoch} step {step}/{steps} was logged'
+    (kill or (lambda: kill_group(proc)))()
+    return True, f"{delay:.2f}s after epoch {epoch} step {step}/{ref['steps']} was logged"
 
 
 def kill_during_checkpoint_write(proc, output, rank0, rng, remaining_epochs, timeout):
@@ -324,102 +333,237 @@ def check_after_kill(output, known):
     return corrupt, lost, max(epochs) if epochs else 0
 
 
-def drill_training(data, work, args, rng):
-    """Kill and resume training; returns the table rows of what survived."""
-    epochs = args.epochs
-    ref = run_reference(data, work, epochs, args.timeout)
-    output = os.path.join(work, 'train_drill')
-    result = {'faults': 0, 'mid_write': 0, 'restarts': 0, 'resumed': 0, 'scratch': 0, 'resume_ok': 0,
-              'corrupt': [], 'lost': [], 'events': []}
-    known = set()
-    attempt = 0
-    while True:
-        attempt += 1
-        if attempt > args.kills + 10:
-            raise RuntimeError('training never completed')
-        log_dir = os.path.join(work, f'logs_drill_{attempt}')
-        expected_epoch = check_after_kill(output, known)[2] if os.path.isdir(output) else 0
-        rank0 = RankZeroLog(output)
-        proc = start(train_cmd(data, output, log_dir, epochs), os.path.join(work, f'train_drill_{attempt}.log'))
-        if result['faults'] < args.kills:
-            if result['faults'] % 2 == 0:
-                injected, how = kill_at_random_moment(proc, rank0, rng, expected_epoch + 1, epochs,
-                                                      (args.kills - result['faults'] + 1) // 2,
-                                                      ref['steps'], ref['step_seconds'], args.timeout)
-                torn = False
-            else:
-                injected, how, torn = kill_during_checkpoint_write(proc, output, rank0, rng, epochs - expected_epoch,
-                                                                   args.timeout)
-        else:
-            injected, how, torn = False, 'left to finish', False
-        if not injected:
-            code = proc.wait(timeout=args.timeout)
-        match = RESUMED_RE.search(rank0.text())
-        if attempt > 1:
-            result['restarts'] += 1
-            # -resume auto must pick the newest finished checkpoint (never a temporary), or start
-            # from scratch when the kill came before the first one.
-            if expected_epoch == 0:
-                picked_ok = match is None and 'starting from scratch' in rank0.text()
-                result['scratch'] += picked_ok
-            else:
-                result['resumed'] += match is not None
-                picked_ok = (match is not None and not is_temporary(os.path.basename(match.group(1)))
-                             and int(match.group(2)) == expected_epoch)
-            result['resume_ok'] += picked_ok
-            if not picked_ok:
-                result['events'].append(f"attempt {attempt}: expected to resume at epoch {expected_epoch}, "
-                                        f"log says {match.group(0) if match else 'no resume'}")
-        if injected:
-            result['faults'] += 1
-            result['mid_write'] += torn
-            corrupt, lost, newest = check_after_kill(output, known)
-            result['corrupt'] += corrupt
-            result['lost'] += lost
-            log(f"kill {result['faults']}: SIGKILL {how}; newest finished checkpoint epoch {newest}; "
-                f"{len(temporaries(output))} temporaries left")
-            continue
-        log(f"attempt {attempt}: {how}, exit {code}")
-        if code != 0:
-            raise RuntimeError(f"resumed training failed (exit {code}); see {log_dir}")
-        break
+def new_tally():
+    """The counts of a kill-and-resume drill."""
+    return {'faults': 0, 'mid_write': 0, 'restarts': 0, 'resumed': 0, 'scratch': 0, 'resume_ok': 0,
+            'corrupt': [], 'lost': [], 'events': []}
 
-    # Final comparison with the uninterrupted run.
-    digests = rank_digests(log_dir)
-    result['sha_equal'] = digests[0] == digests[1] == ref['sha']
+
+def inject_training_fault(proc, output, rank0, rng, tally, expected_epoch, ref, args):
+    """This attempt's fault: alternately a kill at a random moment and one mid-checkpoint-write,
+    until args.kills were injected. -> (injected, how, torn)"""
+    if tally['faults'] >= args.kills:
+        return False, 'left to finish', False
+    if tally['faults'] % 2 == 0:
+        injected, how = kill_at_random_moment(proc, rank0, rng, expected_epoch + 1, args.epochs,
+                                              (args.kills - tally['faults'] + 1) // 2, ref, args.timeout)
+        return injected, how, False
+    return kill_during_checkpoint_write(proc, output, rank0, rng, args.epochs - expected_epoch, args.timeout)
+
+
+def judge_resume(tally, attempt, text, expected_epoch):
+    """-resume auto must pick the newest finished checkpoint (never a temporary), or start from
+    scratch when the kill came before the first one."""
+    tally['restarts'] += 1
+    match = RESUMED_RE.search(text)
+    if expected_epoch == 0:
+        picked_ok = match is None and 'starting from scratch' in text
+        tally['scratch'] += picked_ok
+    else:
+        tally['resumed'] += match is not None
+        picked_ok = (match is not None and not is_temporary(os.path.basename(match.group(1)))
+                     and int(match.group(2)) == expected_epoch)
+    tally['resume_ok'] += picked_ok
+    if not picked_ok:
+        tally['events'].append(f"attempt {attempt}: expected to resume at epoch {expected_epoch}, "
+                               f"log says {match.group(0) if match else 'no resume'}")
+
+
+def record_kill(tally, output, known, how, torn, label='kill'):
+    tally['faults'] += 1
+    tally['mid_write'] += torn
+    corrupt, lost, newest = check_after_kill(output, known)
+    tally['corrupt'] += corrupt
+    tally['lost'] += lost
+    log(f"{label} {tally['faults']}: SIGKILL {how}; newest finished checkpoint epoch {newest}; "
+        f"{len(temporaries(output))} temporaries left")
+
+
+def compare_checkpoints(tally, ref, output):
+    """Every checkpoint of the uninterrupted run exists here with the same weights and epoch."""
     ref_files, drill_files = checkpoint_files(ref['output']), checkpoint_files(output)
-    result['lost'] += [f"{n} (written by the uninterrupted run)" for n in sorted(set(ref_files) - set(drill_files))]
+    tally['lost'] += [f"{n} (written by the uninterrupted run)" for n in sorted(set(ref_files) - set(drill_files))]
     extra = sorted(set(drill_files) - set(ref_files))
     if extra:
-        result['events'].append(f"checkpoints the uninterrupted run does not have: {extra}")
+        tally['events'].append(f"checkpoints the uninterrupted run does not have: {extra}")
     identical = 0
     for name in sorted(set(ref_files) & set(drill_files)):
         a, _ = load_checkpoint(ref_files[name])
         b, error = load_checkpoint(drill_files[name])
         if b is None:
-            result['corrupt'].append(f"{name}: {error}")
+            tally['corrupt'].append(f"{name}: {error}")
         elif same_weights(a['model'], b['model']) and a['epoch'] == b['epoch']:
             identical += 1
         else:
-            result['events'].append(f"{name}: weights differ from the uninterrupted run's")
-    result['identical'], result['compared'] = identical, len(ref_files)
-    last_a, _ = load_checkpoint(ref_files['last.pdparams'])
-    last_b, _ = load_checkpoint(drill_files['last.pdparams']) if 'last.pdparams' in drill_files else (None, None)
-    result['weights_equal'] = bool(result['sha_equal'] and last_b is not None
-                                   and same_weights(last_a['model'], last_b['model']))
+            tally['events'].append(f"{name}: weights differ from the uninterrupted run's")
+    tally['identical'], tally['compared'] = identical, len(ref_files)
+
+
+def compare_with_reference(tally, ref, output, worker_logs):
+    """The finished drill run against the uninterrupted one: weights (digests logged by every rank
+    and last.pdparams), every checkpoint, history.json and best.json."""
+    digests = rank_digests(worker_logs)
+    tally['sha_equal'] = all(d == ref['sha'] for d in digests)
+    compare_checkpoints(tally, ref, output)
+    last = [load_checkpoint(os.path.join(folder, 'last.pdparams'))[0] for folder in (ref['output'], output)]
+    tally['weights_equal'] = bool(tally['sha_equal'] and last[1] is not None
+                                  and same_weights(last[0]['model'], last[1]['model']))
     history = [json.load(open(os.path.join(d, 'history.json'))) for d in (ref['output'], output)]
     fields = ('epoch', 'train_loss', 'val_macro_f1', 'best_macro_f1')
     if [[h.get(k) for k in fields] for h in history[0]] != [[h.get(k) for k in fields] for h in history[1]]:
-        result['lost'].append('history.json: epochs/losses differ from the uninterrupted run '
-                              f"(epochs {[h['epoch'] for h in history[1]]})")
+        tally['lost'].append('history.json: epochs/losses differ from the uninterrupted run '
+                             f"(epochs {[h['epoch'] for h in history[1]]})")
     if read_text(os.path.join(ref['output'], 'best.json')) != read_text(os.path.join(output, 'best.json')):
-        result['lost'].append('best.json differs from the uninterrupted run')
-    result['temporaries'] = temporaries(output)
-    return result
+        tally['lost'].append('best.json differs from the uninterrupted run')
+    tally['temporaries'] = temporaries(output)
+
+
+def drill_training(data, work, args, rng, ref):
+    """Kill a one-machine 2-process run (args.kills times) and resume it; the tally of what survived."""
+    output = os.path.join(work, 'train_drill')
+    tally, known = new_tally(), set()
+    for attempt in range(1, args.kills + 11):
+        log_dir = os.path.join(work, f'logs_drill_{attempt}')
+        expected_epoch = check_after_kill(output, known)[2] if os.path.isdir(output) else 0
+        rank0 = RankZeroLog(output)
+        proc = start(train_cmd(data, output, log_dir, args.epochs), os.path.join(work, f'train_drill_{attempt}.log'))
+        injected, how, torn = inject_training_fault(proc, output, rank0, rng, tally, expected_epoch, ref, args)
+        code = None if injected else proc.wait(timeout=args.timeout)
+        if attempt > 1:
+            judge_resume(tally, attempt, rank0.text(), expected_epoch)
+        if injected:
+            record_kill(tally, output, known, how, torn)
+            continue
+        log(f"attempt {attempt}: {how}, exit {code}")
+        if code != 0:
+            raise RuntimeError(f"resumed training failed (exit {code}); see {log_dir}")
+        compare_with_reference(tally, ref, output, [os.path.join(log_dir, f'workerlog.{r}') for r in (0, 1)])
+        return tally
+    raise RuntimeError('training never completed')
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Preprocessing
+# 2. Two machines (two launchers on 127.0.0.1, one process each)
+
+# Rank 0 must see a lost peer within PEER_TIMEOUT (20 s) at worst and usually within a second;
+# the launchers then stop within a few seconds.
+SURVIVOR_BOUND_S = 40
+NODE_FAULTS = ('node 1', 'worker of rank 0')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def node_launch(port, node, log_dir):
+    return ['--nnodes', '2', '--master', f'127.0.0.1:{port}', '--rank', str(node), '--nproc_per_node', '1',
+            '--log_dir', os.path.join(log_dir, f'node{node}')]
+
+
+def start_nodes(data, output, log_dir, epochs, work, tag):
+    """Both machines' launchers of one attempt."""
+    port = free_port()
+    return [start(train_cmd(data, output, log_dir, epochs, launch=node_launch(port, node, log_dir)),
+                  os.path.join(work, f'{tag}_node{node}.log')) for node in (0, 1)]
+
+
+def worker_of(launcher):
+    """The training process a launcher started."""
+    return next(pid for pid in process_tree(launcher.pid) - {launcher.pid}
+                if 'main_multi_gpu.py' in read_text(f'/proc/{pid}/cmdline'))
+
+
+def wait_for_survivors(pids, timeout):
+    """Seconds until every process in `pids` has ended (None: some still run after `timeout`)."""
+    began = time.time()
+    while time.time() - began < timeout:
+        table = _proc_table()
+        if not [pid for pid in pids if pid in table and table[pid][1] != 'Z']:
+            return time.time() - began
+        time.sleep(0.05)
+    return None
+
+
+def judge_survivor_log(path, lost_rank, lost_node):
+    """The surviving rank's own output: one error line naming the lost rank, node and -resume auto,
+    and no traceback or abort. -> problems."""
+    text = read_text(path)
+    errors = [line for line in text.splitlines() if line.startswith('error')]
+    problems = []
+    if len(errors) != 1 or f"rank {lost_rank} on node {lost_node}" not in errors[0] or '-resume auto' not in errors[0]:
+        problems.append(f"{path}: expected one error line naming rank {lost_rank} on node {lost_node} and "
+                        f"-resume auto, found {errors}")
+    if 'Traceback' in text or 'FatalError' in text:
+        problems.append(f"{path}: traceback or abort after the kill")
+    return problems, errors[0] if errors else ''
+
+
+def kill_one_node_part(fault, launchers, rank0, rng, expected_epoch, ref, args, log_dir):
+    """SIGKILL machine 1 (launcher and worker, as a machine going down) or rank 0's worker alone, at
+    a random step, and time the survivors' end. -> dict(how, seconds, problems, error line)"""
+    lost, survivor = (1, 0) if fault == 'node 1' else (0, 1)
+    seen = {}
+
+    def kill():
+        seen['all'] = process_tree(launchers[0].pid) | process_tree(launchers[1].pid)
+        if fault == 'node 1':
+            seen['victims'] = process_tree(launchers[1].pid)
+            kill_group(launchers[1])
+        else:
+            seen['victims'] = {worker_of(launchers[0])}
+            os.kill(min(seen['victims']), signal.SIGKILL)
+
+    injected, how = kill_at_random_moment(launchers[0], rank0, rng, expected_epoch + 1, args.epochs, 1, ref,
+                                          args.timeout, kill=kill)
+    if not injected:
+        raise RuntimeError(f"two-machine drill: {fault} could not be killed ({how})")
+    seconds = wait_for_survivors(seen['all'] - seen['victims'], SURVIVOR_BOUND_S)
+    for launcher in launchers:
+        if launcher.poll() is None:
+            kill_group(launcher)
+        launcher.wait()
+    problems, line = judge_survivor_log(os.path.join(log_dir, f'node{survivor}', 'workerlog.0'), lost, lost)
+    if seconds is None:
+        problems.append(f"{fault}: surviving processes still ran {SURVIVOR_BOUND_S}s after the kill")
+    return {'fault': fault, 'how': how, 'seconds': seconds, 'problems': problems, 'error_line': line}
+
+
+def drill_nodes(data, work, args, rng, ref):
+    """Two machines on one: kill machine 1, resume both; kill rank 0's worker, resume both. Every
+    survivor must end within SURVIVOR_BOUND_S with one error line, no checkpoint may be torn, and
+    the resumed run must end with the uninterrupted run's weights (the same 2 ranks)."""
+    output = os.path.join(work, 'nodes_drill')
+    tally, known, kills = new_tally(), set(), []
+    for attempt, fault in enumerate(NODE_FAULTS + (None,), start=1):
+        log_dir = os.path.join(work, f'logs_nodes_{attempt}')
+        expected_epoch = check_after_kill(output, known)[2] if os.path.isdir(output) else 0
+        rank0 = RankZeroLog(output)
+        launchers = start_nodes(data, output, log_dir, args.epochs, work, f'nodes_{attempt}')
+        if fault is not None:
+            kill = kill_one_node_part(fault, launchers, rank0, rng, expected_epoch, ref, args, log_dir)
+            tally['events'] += kill['problems']
+            if fault == 'node 1' and temporaries(output):  # rank 0 lived: its writes must have finished
+                tally['events'].append(f"{fault}: rank 0 left temporaries {temporaries(output)}")
+            kills.append(kill)
+            log(f"two machines, kill {attempt}: {fault} {kill['how']}; survivors ended after "
+                f"{kill['seconds'] if kill['seconds'] is None else round(kill['seconds'], 1)}s: {kill['error_line']}")
+        else:
+            codes = [launcher.wait(timeout=args.timeout) for launcher in launchers]
+            if codes != [0, 0]:
+                raise RuntimeError(f"two-machine resumed training failed (exits {codes}); see {log_dir}")
+        if attempt > 1:
+            judge_resume(tally, attempt, rank0.text(), expected_epoch)
+        if fault is not None:
+            record_kill(tally, output, known, kill['how'], False, label='two-machine kill')
+    compare_with_reference(tally, ref, output, [os.path.join(log_dir, f'node{n}', 'workerlog.0') for n in (0, 1)])
+    tally['kills'] = kills
+    return tally
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Preprocessing
 
 def jpgs(folder):
     return sorted(n for n in os.listdir(folder) if n.endswith('.jpg'))
@@ -524,7 +668,7 @@ def drill_preprocess(work, args, rng, started):
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Bad inputs
+# 4. Bad inputs
 
 def single_cmd(data, output, *extra, cfg=None, class_type='coarse'):
     cmd = [PYTHON, os.path.join(ROOT, 'main_single_gpu.py'), '-cfg', cfg or data['cfg'],
@@ -674,74 +818,122 @@ def table(rows):
     return '\n'.join(lines)
 
 
-def main(argv=None):
-    """Run the drill; exit code 0 only when every fault was survived and every bad input rejected clearly."""
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='short form for the tests: 2 kills, fewer epochs, '
                         'one bad input of each kind')
     parser.add_argument('--seed', type=int, default=0, help='seed of the kill points')
-    parser.add_argument('--kills', type=int, default=None, help='training kills (default 6, --quick 2)')
+    parser.add_argument('--kills', type=int, default=None, help='one-machine training kills (default 6, --quick 2)')
     parser.add_argument('--epochs', type=int, default=None, help='training epochs (default 10, --quick 5)')
     parser.add_argument('--work', default=None, help='working folder (default: a new temporary one)')
     parser.add_argument('--keep', action='store_true', help='keep the working folder')
+    parser.add_argument('--summary', default=None, help='write the results to this JSON file')
     parser.add_argument('--timeout', type=float, default=600, help='seconds any one run may take')
     args = parser.parse_args(argv)
     args.kills = args.kills if args.kills is not None else (2 if args.quick else 6)
     args.epochs = args.epochs if args.epochs is not None else (5 if args.quick else 10)
+    return args
+
+
+def run_drills(work, args):
+    """Every part of the drill. -> (training, two machines, preprocessing, bad inputs)."""
     rng = random.Random(args.seed)
+    data = make_training_data(os.path.join(work, 'data'), args.quick)
+    # The preprocessing drill runs beside the training drills: all time their kills by progress
+    # (log lines, files written), not by the clock, so sharing the cores changes no outcome.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        prep_future = pool.submit(drill_preprocess, work, args, random.Random(args.seed + 1000),
+                                  start_preprocess_reference(work, args.quick))
+        ref = run_reference(data, work, args.epochs, args.timeout)
+        train = drill_training(data, work, args, rng, ref)
+        nodes = drill_nodes(data, work, args, rng, ref)
+        prep = prep_future.result()
+    bad = drill_bad_inputs(data, work, os.path.join(ref['output'], 'last.pdparams'), args)
+    return train, nodes, prep, bad
+
+
+def verdict(train, nodes, prep, bad, args):
+    """The drill's findings in one dict (the JSON summary); 'passed' only when everything held."""
+    clear = sum(ok for _, ok, _ in bad)
+    lost_or_corrupt = sum(len(t['corrupt']) + len(t['lost']) for t in (train, nodes)) + len(prep['problems'])
+    passed = (train['faults'] >= args.kills and nodes['faults'] == len(NODE_FAULTS)
+              and all(t['weights_equal'] and not t['events'] and t['resume_ok'] == t['restarts']
+                      for t in (train, nodes))
+              and train['resumed'] >= 1 and lost_or_corrupt == 0 and prep['faults'] >= 1 and clear == len(bad))
+    keys = ('faults', 'mid_write', 'restarts', 'resumed', 'scratch', 'resume_ok', 'weights_equal',
+            'identical', 'compared', 'corrupt', 'lost', 'events', 'temporaries')
+    return {
+        'passed': bool(passed), 'seed': args.seed, 'epochs': args.epochs,
+        'training': {k: train[k] for k in keys},
+        'two_machines': {**{k: nodes[k] for k in keys}, 'kills': nodes['kills'],
+                         'survivor_bound_s': SURVIVOR_BOUND_S},
+        'preprocess': {'faults': prep['faults'], 'problems': prep['problems']},
+        'files_lost_or_corrupt': lost_or_corrupt,
+        'bad_inputs': [{'name': name, 'clear': bool(ok), 'summary': summary} for name, ok, summary in bad],
+    }
+
+
+def report(summary):
+    """Log the problems, print the table and each bad input's line."""
+    train, nodes, prep = summary['training'], summary['two_machines'], summary['preprocess']
+    for event in train['events'] + nodes['events'] + prep['problems']:
+        log(f"problem: {event}")
+    for item in train['corrupt'] + train['lost'] + nodes['corrupt'] + nodes['lost']:
+        log(f"lost or corrupt: {item}")
+    if train['temporaries']:
+        log(f"note: {len(train['temporaries'])} temporary file(s) of killed writes left in the output "
+            f"folder, ignored by -resume auto: {', '.join(train['temporaries'])}")
+    clear = sum(b['clear'] for b in summary['bad_inputs'])
+    ended = [k['seconds'] for k in nodes['kills'] if k['seconds'] is not None]
+    rows = [
+        ('faults injected (SIGKILL)', f"{train['faults'] + nodes['faults'] + prep['faults']}"),
+        ('  training kills, one machine', f"{train['faults']}"),
+        ('    of which mid-checkpoint-write', f"{train['mid_write']}"),
+        ('  training kills, two machines', f"{nodes['faults']}"),
+        ('  preprocess kills (mid-video)', f"{prep['faults']}"),
+        ('restarts after a kill (-resume auto)', f"{train['restarts'] + nodes['restarts']}"),
+        ('  runs that resumed from a checkpoint', f"{train['resumed'] + nodes['resumed']}"),
+        ('  started over (killed before epoch 1)', f"{train['scratch'] + nodes['scratch']}"),
+        ('  picked the newest finished checkpoint',
+         f"{train['resume_ok'] + nodes['resume_ok']}/{train['restarts'] + nodes['restarts']}"),
+        ('survivors ended, slowest (s)', f"{max(ended):.1f}" if ended else 'NO'),
+        ('final weights equal uninterrupted',
+         'yes' if train['weights_equal'] and nodes['weights_equal'] else 'NO'),
+        ('checkpoints equal uninterrupted', f"{train['identical']}/{train['compared']}"),
+        ('preprocess equal uninterrupted', 'yes' if not prep['problems'] else 'NO'),
+        ('files lost or corrupt', f"{summary['files_lost_or_corrupt']}"),
+        ('bad inputs with a clear error', f"{clear}/{len(summary['bad_inputs'])}"),
+        ('result', 'PASS' if summary['passed'] else 'FAIL'),
+    ]
+    print()
+    print(table(rows))
+    for kill in nodes['kills']:
+        print(f"  two machines, {kill['fault']} killed: survivors ended after "
+              f"{'-' if kill['seconds'] is None else round(kill['seconds'], 1)}s; {kill['error_line']}")
+    for bad in summary['bad_inputs']:
+        print(f"  [{'ok' if bad['clear'] else 'FAIL'}] {bad['name']}: {bad['summary']}")
+
+
+def main(argv=None):
+    """Run the drill; exit code 0 only when every fault was survived and every bad input rejected clearly."""
+    args = parse_args(argv)
     work = args.work or tempfile.mkdtemp(prefix='fault_drill.')
     os.makedirs(work, exist_ok=True)
     log(f"working folder {work}; seed {args.seed}; {args.kills} training kills over {args.epochs} epochs")
     began = time.time()
     try:
-        data = make_training_data(os.path.join(work, 'data'), args.quick)
-        # The preprocessing drill runs beside the training drill: both time their kills by progress
-        # (log lines, files written), not by the clock, so sharing the cores changes no outcome.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            prep_future = pool.submit(drill_preprocess, work, args, random.Random(args.seed + 1000),
-                                      start_preprocess_reference(work, args.quick))
-            train = drill_training(data, work, args, rng)
-            prep = prep_future.result()
-        bad = drill_bad_inputs(data, work, os.path.join(work, 'train_reference', 'last.pdparams'), args)
+        summary = verdict(*run_drills(work, args), args)
     finally:
         stop_leftovers()
         if not args.keep and not args.work:
             shutil.rmtree(work, ignore_errors=True)
-
-    for event in train['events'] + prep['problems']:
-        log(f"problem: {event}")
-    for item in train['corrupt'] + train['lost']:
-        log(f"lost or corrupt: {item}")
-    if train['temporaries']:
-        log(f"note: {len(train['temporaries'])} temporary file(s) of killed writes left in the output "
-            f"folder, ignored by -resume auto: {', '.join(train['temporaries'])}")
-    clear = sum(ok for _, ok, _ in bad)
-    lost_or_corrupt = len(train['corrupt']) + len(train['lost']) + len(prep['problems'])
-    passed = (train['faults'] >= args.kills and train['weights_equal'] and not train['events']
-              and train['resume_ok'] == train['restarts'] and train['resumed'] >= 1
-              and lost_or_corrupt == 0 and prep['faults'] >= 1 and clear == len(bad))
-    rows = [
-        ('faults injected (SIGKILL)', f"{train['faults'] + prep['faults']}"),
-        ('  training kills', f"{train['faults']}"),
-        ('    of which mid-checkpoint-write', f"{train['mid_write']}"),
-        ('  preprocess kills (mid-video)', f"{prep['faults']}"),
-        ('restarts after a kill (-resume auto)', f"{train['restarts']}"),
-        ('  runs that resumed from a checkpoint', f"{train['resumed']}"),
-        ('  started over (killed before epoch 1)', f"{train['scratch']}"),
-        ('  picked the newest finished checkpoint', f"{train['resume_ok']}/{train['restarts']}"),
-        ('final weights equal uninterrupted', 'yes' if train['weights_equal'] else 'NO'),
-        ('checkpoints equal uninterrupted', f"{train['identical']}/{train['compared']}"),
-        ('preprocess equal uninterrupted', 'yes' if not prep['problems'] else 'NO'),
-        ('files lost or corrupt', f"{lost_or_corrupt}"),
-        ('bad inputs with a clear error', f"{clear}/{len(bad)}"),
-        ('result', 'PASS' if passed else 'FAIL'),
-    ]
-    print()
-    print(table(rows))
-    for name, ok, summary in bad:
-        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {summary}")
-    print(f"drill took {time.time() - began:.0f}s", flush=True)
-    return 0 if passed else 1
+    summary['seconds'] = round(time.time() - began, 1)
+    report(summary)
+    if args.summary:
+        with atomic_open(args.summary, 'w', encoding='utf-8') as f:
+            json.dump(summary, f, indent=1)
+    print(f"drill took {summary['seconds']:.0f}s", flush=True)
+    return 0 if summary['passed'] else 1
 
 
 if __name__ == '__main__':

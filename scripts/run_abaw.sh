@@ -23,6 +23,12 @@
 #                 minus one, at most 16, because one worker cannot keep a GPU busy; on CPU: the
 #                 config's DATA.NUM_WORKERS)
 #   PYTHON        interpreter                 (default <repo>/.venv/bin/python if it exists, else python3)
+# Several machines (multi scripts only; docs/multinode.md): start the same command on each, with
+#   NNODES        number of machines          (default 1: this machine alone)
+#   MASTER        IP:PORT of machine 0, reachable from every machine (needed when NNODES > 1)
+#   NODE_RANK     this machine's number, 0 .. NNODES-1 (default 0)
+# The world size is NNODES x processes per machine; rank 0 (on machine 0) writes OUTPUT, which must
+# be one folder every machine reads (a shared filesystem); launcher logs go to OUTPUT/launch_logs/node<R>.
 # Without a usable GPU the same job runs on CPU processes (-device cpu, no AMP).
 set -eu
 usage="usage: sh scripts/run_abaw.sh train|eval multi|single coarse|negative [flags...]"
@@ -66,6 +72,19 @@ fail() { echo "error: $*" >&2; exit 2; }
   || fail "PRETRAINED $PRETRAINED: file does not exist"
 [ -f "$CFG" ] || fail "CFG $CFG: file does not exist"
 case "$AMP" in 0|1) ;; *) fail "AMP must be 1 or 0, not '$AMP'" ;; esac
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+case "$NNODES" in ''|*[!0-9]*|0) fail "NNODES must be a number of machines (1 or more), not '$NNODES'" ;; esac
+if [ "$NNODES" -gt 1 ]; then
+  [ "$LAYOUT" = multi ] || fail "NNODES $NNODES: several machines need the run_*_multi_*.sh launchers"
+  case "${MASTER:-}" in
+    ?*:*[!0-9]*|*:) fail "MASTER '${MASTER:-}' must be IP:PORT of machine 0" ;;
+    ?*:[0-9]*) ;;
+    *) fail "MASTER '${MASTER:-}' must be IP:PORT of machine 0 (needed when NNODES > 1)" ;;
+  esac
+  case "$NODE_RANK" in *[!0-9]*|'') fail "NODE_RANK must be 0 .. $((NNODES - 1)), not '$NODE_RANK'" ;; esac
+  [ "$NODE_RANK" -lt "$NNODES" ] || fail "NODE_RANK must be 0 .. $((NNODES - 1)), not '$NODE_RANK'"
+fi
 command -v "$PYTHON" >/dev/null 2>&1 || fail "PYTHON $PYTHON: no such interpreter (run 'make test' to build .venv)"
 
 if "$PYTHON" -c "import paddle, sys; sys.exit(0 if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else 1)" 2>/dev/null; then
@@ -93,10 +112,12 @@ set -- -cfg "$CFG" -dataset ABAW -batch_size "$BATCH_SIZE" -data_folder "$DATA_F
 if [ "$LAYOUT" = single ]; then
   if [ "$DEVICE" = gpu ]; then CUDA_VISIBLE_DEVICES=${GPUS%%,*}; export CUDA_VISIBLE_DEVICES; fi
   exec "$PYTHON" "$REPO/main_single_gpu.py" "$@"
-elif [ "$DEVICE" = gpu ]; then
-  exec "$PYTHON" -m paddle.distributed.launch --gpus "$GPUS" --log_dir "$OUTPUT/launch_logs" \
-       "$REPO/main_multi_gpu.py" "$@"
-else
-  exec "$PYTHON" -m paddle.distributed.launch --nproc_per_node "$NPROC" --log_dir "$OUTPUT/launch_logs" \
-       "$REPO/main_multi_gpu.py" "$@"
 fi
+if [ "$DEVICE" = gpu ]; then PER_NODE="--gpus $GPUS"; else PER_NODE="--nproc_per_node $NPROC"; fi
+if [ "$NNODES" -gt 1 ]; then
+  # shellcheck disable=SC2086  # PER_NODE is two words on purpose
+  exec "$PYTHON" -m paddle.distributed.launch --nnodes "$NNODES" --master "$MASTER" --rank "$NODE_RANK" \
+       $PER_NODE --log_dir "$OUTPUT/launch_logs/node$NODE_RANK" "$REPO/main_multi_gpu.py" "$@"
+fi
+# shellcheck disable=SC2086
+exec "$PYTHON" -m paddle.distributed.launch $PER_NODE --log_dir "$OUTPUT/launch_logs" "$REPO/main_multi_gpu.py" "$@"

@@ -1,4 +1,8 @@
-"""Builders shared by the tests: the generated data sets of demo/pattern_data.py and config edits."""
+"""Builders shared by the tests: the generated data sets of demo/pattern_data.py, config edits, and
+two machines' launches on this one."""
+import socket
+import subprocess
+
 from demo.pattern_data import (COARSE, HEADER, TINY_YAML, balanced_labels, make_abaw_tree,  # noqa: F401
                                pattern_image, write_annotation, write_video)
 
@@ -16,3 +20,27 @@ def configured(base, output, **changes):
         node[leaf] = value
     cfg.freeze()
     return cfg
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run_on_two_nodes(command_of_node, env_of_node=None, timeout=300, cwd=None):
+    """Start command_of_node(node, master) (environment env_of_node(node, master)) for nodes 0 and 1
+    at once, as two machines' terminals would, with master 127.0.0.1:<free port>; wait for both.
+    -> [CompletedProcess of node 0, of node 1]"""
+    master = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen(command_of_node(node, master), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=cwd, env=env_of_node(node, master) if env_of_node else None)
+             for node in (0, 1)]
+    try:
+        outputs = [proc.communicate(timeout=timeout) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return [subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+            for proc, (out, err) in zip(procs, outputs)]

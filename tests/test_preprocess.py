@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
 from demo.synthetic_video import face_frames, write_crossing_clip, write_face_clip, write_two_face_clip  # noqa: E402
+from helpers import run_on_two_nodes  # noqa: E402
 
 from errors import UsageError  # noqa: E402
 from fileio import DONE_MARKER, is_temporary  # noqa: E402
@@ -455,18 +456,25 @@ def test_shards_equal_one_process(three_clips, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_launcher_ranks_equal_one_process(three_clips, tmp_path, capsys):
-    # Two processes started by Paddle's launcher share the work by their rank and world size; each
-    # runs a detection worker, which must not rerun the script it was started from.
+@pytest.mark.parametrize('machines', [1, 2])
+def test_launcher_ranks_equal_one_process(three_clips, tmp_path, capsys, machines):
+    # Two processes started by Paddle's launcher (both on one machine, or one on each of two
+    # "machines" on 127.0.0.1) share the work by their rank and world size; each runs a detection
+    # worker, which must not rerun the script it was started from.
     videos, reference = three_clips
     launched = tmp_path / 'launched'
-    result = subprocess.run(
-        [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
-         str(tmp_path / 'logs'), os.path.join('preprocess', '__main__.py'), str(videos), str(launched),
-         '--workers', '1'], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    logs = ''.join((tmp_path / 'logs' / name).read_text() for name in sorted(os.listdir(tmp_path / 'logs'))
-                   if name.startswith('workerlog'))
-    assert result.returncode == 0, logs[-3000:]
+    launch = [sys.executable, '-m', 'paddle.distributed.launch']
+    script = [os.path.join('preprocess', '__main__.py'), str(videos), str(launched), '--workers', '1']
+    if machines == 1:
+        results = [subprocess.run(launch + ['--nproc_per_node', '2', '--log_dir', str(tmp_path / 'logs')] + script,
+                                  cwd=ROOT, capture_output=True, text=True, timeout=600)]
+    else:
+        results = run_on_two_nodes(
+            lambda node, master: launch + ['--nnodes', '2', '--master', master, '--rank', str(node),
+                                           '--nproc_per_node', '1', '--log_dir', str(tmp_path / 'logs' / f'node{node}')]
+            + script, cwd=ROOT, timeout=600)
+    logs = ''.join(path.read_text() for path in sorted((tmp_path / 'logs').rglob('workerlog*')))
+    assert [result.returncode for result in results] == [0] * machines, logs[-3000:]
     assert 'shard 0/2' in logs and 'shard 1/2' in logs and 'all 2 shards: done: 3 output(s)' in logs
     assert tree(launched) == reference
     # Without sharding, everything is found done.

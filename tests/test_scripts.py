@@ -20,7 +20,7 @@ LAUNCHERS = [f"run_{mode}_{layout}_{kind}.sh" for mode in ('train', 'eval')
              for layout in ('multi', 'single') for kind in ('coarse', 'negative')]
 # Variables a developer's shell may have set that would change what the launchers do.
 LAUNCHER_ENV = ('PYTHON', 'DATA_FOLDER', 'ANNO_FOLDER', 'PRETRAINED', 'GPUS', 'BATCH_SIZE', 'AMP',
-                'OUTPUT', 'CFG', 'NPROC', 'NUM_WORKERS')
+                'OUTPUT', 'CFG', 'NPROC', 'NUM_WORKERS', 'NNODES', 'MASTER', 'NODE_RANK')
 
 
 def clean_env(**changes):
@@ -131,6 +131,40 @@ def test_bad_settings_give_the_same_one_line_error_in_every_shell(repo_copy, var
         assert out.returncode == 2 and out.stdout == ''
         errors.add(out.stderr)
     assert errors == {f"error: {message}\n"}
+
+
+@pytest.mark.parametrize('gpu', [False, True])
+def test_several_machines_pass_nodes_master_and_rank_to_the_launcher(repo_copy, gpu):
+    fake_python(repo_copy / '.venv' / 'bin' / 'python', gpu=gpu)
+    script = str(repo_copy / 'scripts' / 'run_train_multi_negative.sh')
+    one = run_launcher(['sh', script], repo_copy, clean_env()).stdout.splitlines()
+    assert '--nnodes' not in one and '--master' not in one and '--rank' not in one  # one machine: as before
+    args = run_launcher(['sh', script], repo_copy,
+                        clean_env(NNODES='2', MASTER='10.0.0.1:29500', NODE_RANK='1')).stdout.splitlines()
+    launch = args[:args.index(str(repo_copy / 'main_multi_gpu.py'))]
+    value = {a: launch[i + 1] for i, a in enumerate(launch[:-1]) if a.startswith('--')}
+    assert (value['--nnodes'], value['--master'], value['--rank']) == ('2', '10.0.0.1:29500', '1')
+    assert ('--gpus' in value) == gpu and ('--nproc_per_node' in value) != gpu
+    # Each machine's launcher logs apart, even in a shared output folder.
+    assert value['--log_dir'] == str(repo_copy / 'output' / 'negative' / 'launch_logs' / 'node1')
+    # Everything after the main is what one machine runs today.
+    assert args[len(launch):] == one[one.index(str(repo_copy / 'main_multi_gpu.py')):]
+
+
+@pytest.mark.parametrize('settings, message', [
+    ({'NNODES': '2', 'NODE_RANK': '1'}, "MASTER '' must be IP:PORT of machine 0 (needed when NNODES > 1)"),
+    ({'NNODES': '2', 'MASTER': '10.0.0.1'}, "MASTER '10.0.0.1' must be IP:PORT of machine 0 (needed when NNODES > 1)"),
+    ({'NNODES': '2', 'MASTER': 'h:29x'}, "MASTER 'h:29x' must be IP:PORT of machine 0"),
+    ({'NNODES': '2', 'MASTER': 'h:1', 'NODE_RANK': '2'}, "NODE_RANK must be 0 .. 1, not '2'"),
+    ({'NNODES': 'two'}, "NNODES must be a number of machines (1 or more), not 'two'"),
+])
+def test_bad_machine_settings_give_one_line(repo_copy, settings, message):
+    for argv, cwd in invocations(repo_copy, 'run_eval_multi_coarse.sh')[:2]:
+        out = run_launcher(argv, cwd, clean_env(**settings), check=False)
+        assert (out.returncode, out.stdout, out.stderr) == (2, '', f"error: {message}\n")
+    out = run_launcher(['sh', str(repo_copy / 'scripts' / 'run_train_single_coarse.sh')], repo_copy,
+                       clean_env(NNODES='2', MASTER='h:1'), check=False)
+    assert out.returncode == 2 and 'several machines need the run_*_multi_*.sh launchers' in out.stderr
 
 
 def test_gpu_launch_gives_each_process_loader_workers(repo_copy):

@@ -148,3 +148,17 @@ def test_report_page_is_self_contained(tmp_path):
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', page, re.S).group(1))
     decoded = np.frombuffer(base64.b64decode(data['people'][0]['probs']), np.uint8).reshape(frames, 8)
     assert (decoded[:10] == report.NO_VALUE).all() and decoded[10:].max() == report.PROB_SCALE
+
+
+def test_video_without_a_face_gets_an_empty_summary_and_a_page(tmp_path):
+    empty = {'frames': 6, 'face_frames': np.zeros(0, np.int64), 'boxes': np.full((6, 4), np.nan),
+             'face_prob': np.full(6, np.nan), 'coarse_logits': np.zeros((0, 5)), 'negative_logits': np.zeros((0, 4))}
+    out = tmp_path / 'out'
+    written = predict_video.write_outputs('none.mp4', 'none', str(out), [(None, empty)], Smoothing(),
+                                          annotate=False, fps=None, report=True)
+    assert written['none'].describe() == 'no face found'
+    (row,) = _rows(out / 'none_summary.csv')
+    assert row['person'] == '' and row['frames'] == '0' and row['dominant'] == '' and row['share_Neutral'] == ''
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', (out / 'none_report.html').read_text(),
+                                re.S).group(1))
+    assert data['fps_known'] is False and data['people'][0]['number'] is None

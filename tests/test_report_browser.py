@@ -6,8 +6,8 @@ keep its cursor on the video's time, seek where it is clicked, and follow playba
 synthetic series per person measures the draw time. The screenshot and the measured times go to
 output/browser/ (BROWSER_ARTIFACTS overrides), as artifacts.
 
-Skipped unless Playwright is installed and /usr/bin/chromium (CHROMIUM overrides) exists: `make
-test-browser` installs both.
+Run with `make test-browser`, which installs Playwright and /usr/bin/chromium (CHROMIUM overrides);
+`pytest -m browser` selects them, any other run skips them.
 """
 import csv
 import json
@@ -34,7 +34,10 @@ ARTIFACTS = os.environ.get('BROWSER_ARTIFACTS', os.path.join(ROOT, 'output', 'br
 LONG_FRAMES = 100_000
 
 pytest.importorskip('playwright.sync_api', reason='Playwright not installed: make test-browser')
+# Out of `make test` (a predict_video run and a browser start): only `-m browser` selects them.
+SELECTED = "'browser' in config.getoption('markexpr') and 'not browser' not in config.getoption('markexpr')"
 pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(f"not ({SELECTED})", reason='browser test: run `make test-browser`'),
               pytest.mark.skipif(not os.path.isfile(CHROMIUM),
                                  reason=f'{CHROMIUM} missing: make test-browser installs it')]
 
@@ -243,4 +246,23 @@ def test_draw_time_of_a_100000_frame_series(browser, two_people, tmp_path):
     page.screenshot(path=os.path.join(ARTIFACTS, 'report_100000_frames.png'))
     assert not page.errors, page.errors
     assert all(url.startswith(('file:', 'data:')) for url in page.requests), page.requests
+    page.close()
+
+
+def test_unplayable_video_and_no_face_leave_a_note_and_a_working_page(browser, tmp_path):
+    video = tmp_path / 'broken.mp4'
+    video.write_bytes(b'not a video')
+    labels = np.zeros(20, np.int64)
+    person = report.PersonSeries('broken', None, np.full((20, 8), np.nan), labels, None,
+                                 summarise(labels, np.zeros(0, np.int64), 25.0), 'broken.csv')
+    path = report.write_report(str(tmp_path / 'broken_report.html'), 'broken', str(video), [person], 25.0)
+    page = Page(browser, path)
+    page.wait_for_selector('#video-note:not([hidden])')
+    assert 'cannot play broken.mp4' in page.inner_text('#video-note')
+    # The timeline still moves its cursor where it is clicked.
+    (track,) = page.tracks()
+    page.mouse.click(track['left'] + 0.5 * track['width'], track['top'] + 20)
+    on = page.cursor_columns(0, int(10 * track['dpr']))
+    assert abs(np.mean(on) - 0.5 * track['canvas_width']) <= 1.5
+    assert not page.errors, page.errors
     page.close()

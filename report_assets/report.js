@@ -22,9 +22,13 @@
     return out;
   }
 
-  function fmt(seconds) {
-    const m = Math.floor(seconds / 60), s = seconds - 60 * m;
-    return (m ? m + ':' + (s < 10 ? '0' : '') : '') + s.toFixed(m ? 1 : 2) + (m ? '' : ' s');
+  // Seconds as '12.34 s', or as 'h:mm:ss' / 'm:ss' (with `digits` decimals) for a long video.
+  function fmt(seconds, digits) {
+    if (duration < 60) return seconds.toFixed(digits === undefined ? 2 : digits) + ' s';
+    const whole = Math.floor(seconds), h = Math.floor(whole / 3600), m = Math.floor(whole / 60) % 60;
+    const s = seconds - 60 * Math.floor(whole / 60);
+    const sec = (s < 10 ? '0' : '') + s.toFixed(digits || 0);
+    return h ? h + ':' + (m < 10 ? '0' : '') + m + ':' + sec : m + ':' + sec;
   }
 
   function el(tag, attrs, text) {
@@ -292,7 +296,7 @@
     const f = Math.min(p.frames - 1, Math.floor(t * data.fps + 1e-6));
     const lab = p.labels[f];
     const face = p.probs[f * K] !== NO;
-    const lines = ['frame ' + (f + 1) + ' · ' + fmt(f / data.fps),
+    const lines = ['frame ' + (f + 1) + ' · ' + fmt(f / data.fps, 2),
                    'label ' + (lab === NO ? '?' : classes[lab]) + (face ? '' : ' (no face: nearest face frame\'s)')];
     if (p.truth) lines.push('truth ' + (p.truth[f] === NO ? 'not annotated' : classes[p.truth[f]]));
     if (face) {
@@ -352,11 +356,11 @@
     for (const p of people) {
       const s = p.info.summary, row = el('tr');
       row.appendChild(el('td', {class: 'name'}, p.info.number === null ? '-' : String(p.info.number)));
-      row.appendChild(el('td', {}, s.seconds.toFixed(1) + ' s'));
+      row.appendChild(el('td', {}, fmt(s.seconds, 1)));
       row.appendChild(el('td', {class: 'dominant'}, s.dominant < 0 ? '-' : classes[s.dominant]));
       classes.forEach(function (_, c) {
         const text = s.shares === null || s.shares[c] === 0 ? '' :
-          (100 * s.shares[c]).toFixed(0) + '% · ' + s.longest_s[c].toFixed(1) + ' s';
+          (100 * s.shares[c]).toFixed(0) + '% · ' + fmt(s.longest_s[c], 1);
         row.appendChild(el('td', {}, text));
       });
       table.appendChild(row);

@@ -27,11 +27,19 @@ def chromium(viewport=(1200, 900)):
             context.close()
 
 
-def screenshot(page_path, png_path, viewport=(1200, 900), full_page=True):
-    """Open a local HTML page and save a PNG of it once its body says data-ready."""
+def screenshot(page_path, png_path, viewport=(1200, 900), full_page=True, seconds=None):
+    """Save a PNG of a report page once it is drawn, its video at `seconds` when given."""
     with chromium(viewport) as context:
         page = context.new_page()
         page.goto('file://' + os.path.abspath(page_path))
         page.wait_for_selector('body[data-ready="1"]')
+        if seconds is not None:
+            page.wait_for_function("document.getElementById('video').readyState >= 1")
+            page.evaluate("""(t) => new Promise(done => {
+                const v = document.getElementById('video');
+                v.addEventListener('seeked', () => done(), {once: true});
+                v.currentTime = t;
+            })""", seconds)
+            page.wait_for_function("document.getElementById('video').readyState >= 2")
         page.screenshot(path=png_path, full_page=full_page)
     return png_path

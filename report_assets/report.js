@@ -360,7 +360,7 @@
       row.appendChild(el('td', {class: 'dominant'}, s.dominant < 0 ? '-' : classes[s.dominant]));
       classes.forEach(function (_, c) {
         const text = s.shares === null || s.shares[c] === 0 ? '' :
-          (100 * s.shares[c]).toFixed(0) + '% · ' + fmt(s.longest_s[c], 1);
+          (100 * s.shares[c]).toFixed(0) + '% · ' + fmt(s.longest_s[c], duration < 60 ? 2 : 0);
         row.appendChild(el('td', {}, text));
       });
       table.appendChild(row);

@@ -161,6 +161,14 @@ def test_two_people_report_in_chromium(browser, two_people):
         on = page.cursor_columns(person, cursor_y)
         assert abs(np.mean(on) - 0.6 * width) <= 1.5
 
+        # Dragging seeks along: the video ends where the pointer is let go.
+        page.mouse.move(track['left'] + 0.2 * track['width'], track['top'] + 20)
+        page.mouse.down()
+        page.mouse.move(track['left'] + 0.4 * track['width'], track['top'] + 20, steps=4)
+        page.mouse.up()
+        page.wait_for_function(f"Math.abs(document.getElementById('video').currentTime - {0.4 * duration})"
+                               f" <= {1 / track['fps']}")
+
     # Hovering names the frame under the pointer and its label.
     track, rows = tracks[1], two_people['people'][1]
     frame = 33

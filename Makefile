@@ -11,7 +11,7 @@ VENV26 := .venv-paddle26
 PY26 := $(VENV26)/bin/python
 STAMP26 := $(VENV26)/.installed
 
-.PHONY: test test-fast test-paddle26 demo venv venv-paddle26 clean-demo
+.PHONY: test test-fast test-browser test-paddle26 demo venv venv-paddle26 clean-demo
 
 venv: $(STAMP)
 
@@ -29,6 +29,24 @@ test: $(STAMP)
 # Everything but the multi-process, fault-drill, learnability and launcher runs: for editing.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The report page in a real browser: Debian's chromium (apt-get, as root) driven by Playwright's
+# Python package (requirements-browser.txt) through executable_path. Screenshots and the measured
+# draw times go to output/browser/.
+CHROMIUM ?= /usr/bin/chromium
+BROWSER_STAMP := $(VENV)/.installed-browser
+
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium
+
+$(BROWSER_STAMP): requirements-browser.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-browser.txt
+	touch $(BROWSER_STAMP)
+
+test-browser: $(STAMP) $(BROWSER_STAMP) $(CHROMIUM)
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -rA -m browser tests/test_report_browser.py
+	@echo "screenshots and timings: output/browser/"
 
 venv-paddle26: $(STAMP26)
 

@@ -18,14 +18,18 @@ Per video, in DIR, when one person is found (or with -people main: person 1, pre
     <video>.txt           ABAW3 submission format (header, one label per frame)
     <video>_timeline.png  smoothed probabilities and labels over time
     <video>_annotated.mp4 with -annotate: the input with the face box and the label drawn
+    <video>_summary.csv   the person's share of face frames with each label, dominant label and
+                          longest run of each label in seconds (summary.py; printed at the end)
+    <video>_report.html   with -report: the video beside each person's timeline, one
+                          self-contained page (report.py, docs/report.md)
 When several people are each present for at least -min_track_s seconds, each gets the first three,
 smoothed along their own track, as <video>_person<k>.csv/.txt/_timeline.png (k = 1 for the person
-present longest), plus <video>_people.csv (person, frames, first and last frame, mean box); the
-annotated video shows every person's box, number and label.
+present longest), plus <video>_people.csv (person, frames, first and last frame, mean box and the
+summary columns); the annotated video shows every person's box, number and label.
 
 Frames without a face take the label of the nearest frame with one (fusion.fill_missing);
-a video without any face is all Neutral and is listed at the end. The CSV (or, for several people,
-the people CSV) is written last: a video whose outputs all exist is skipped on the next run
+a video without any face is all Neutral and is listed at the end. The summary CSV (or, for several
+people, the people CSV) is written last: a video whose outputs all exist is skipped on the next run
 (-overwrite redoes it).
 """
 import argparse
@@ -55,10 +59,12 @@ import transforms  # noqa: E402
 from errors import UsageError  # noqa: E402
 from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from fusion import Smoothing, fill_missing  # noqa: E402
-from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
+from labels import (ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, annotation_files,  # noqa: E402
+                    read_annotation, write_annotation)
 from plots import plot_timeline  # noqa: E402
 from checkpoints import training_config  # noqa: E402
 from predictor import exported_files, load_classifier  # noqa: E402
+from report import PersonSeries, write_report  # noqa: E402
 from preprocess.faceloop import (FALLBACK_FPS, VIDEO_FAILURES, Detector, FaceLoop,  # noqa: E402
                                  StageClock, default_workers, torch_device, video_failure)
 from preprocess.faces import FaceSettings  # noqa: E402
@@ -66,6 +72,7 @@ from preprocess.jobs import PlanError, find_videos  # noqa: E402
 from preprocess.pipeline import clean_stale_temporaries  # noqa: E402
 from preprocess.video import (VIDEO_EXTENSIONS, iter_frames, probe_frame_count,  # noqa: E402
                               probe_frame_rate, write_video)
+from summary import SUMMARY_COLUMNS, summarise  # noqa: E402
 
 log = logging.getLogger('predict_video')
 
@@ -248,15 +255,20 @@ def write_frame_csv(path, analysis, probs, labels, fps):
                             + [ABAW_CLASSES[labels[index]], int(labels[index])])
 
 
-def write_people_csv(path, people):
-    """One row per reported person: how many frames, first and last frame, mean face box."""
+def write_people_csv(path, people, summaries):
+    """One row per reported person: how many frames, first and last frame, mean face box, and
+    their summary.PersonSummary (shares of each label, dominant label, longest runs)."""
     with atomic_open(path, 'w', encoding='utf-8', newline='') as f:
         writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(PEOPLE_HEADER)
-        for number, analysis in people:
+        writer.writerow(PEOPLE_HEADER + SUMMARY_COLUMNS)
+        for (number, analysis), summary in zip(people, summaries):
             frames = analysis['face_frames']
-            box = np.nanmean(analysis['boxes'], axis=0)
-            writer.writerow([number, len(frames), int(frames[0]), int(frames[-1])] + [f"{v:.1f}" for v in box])
+            if len(frames):
+                track = [number, len(frames), int(frames[0]), int(frames[-1])] + [
+                    f"{v:.1f}" for v in np.nanmean(analysis['boxes'], axis=0)]
+            else:
+                track = ['', 0] + [''] * (len(PEOPLE_HEADER) - 2)
+            writer.writerow(track + summary.csv_fields())
 
 
 def _draw_label(frame, text, anchor, colour, scale, thickness):
@@ -302,9 +314,12 @@ def person_name(name, number, people_count):
     return name if people_count == 1 else f"{name}_person{number}"
 
 
-def is_finished(out_dir, name, annotate, people):
+def is_finished(out_dir, name, annotate, people, report=False):
     """True when a previous run wrote every output of this video (one person, or each person's)."""
-    if all(os.path.isfile(p) for p in output_paths(out_dir, name, annotate).values()):
+    if report and not os.path.isfile(os.path.join(out_dir, name + '_report.html')):
+        return False
+    if (all(os.path.isfile(p) for p in output_paths(out_dir, name, annotate).values())
+            and os.path.isfile(os.path.join(out_dir, name + '_summary.csv'))):
         return True
     people_csv = os.path.join(out_dir, name + '_people.csv')
     if people != 'all' or not os.path.isfile(people_csv):
@@ -317,10 +332,23 @@ def is_finished(out_dir, name, annotate, people):
                for p in output_paths(out_dir, f"{name}_person{number}", False).values())
 
 
-def write_outputs(path, name, out_dir, people, smoothing, annotate, fps):
+def read_truth(truth_files, output, frames):
+    """Ground truth [frames] of one output name (-1 where not annotated), from its file in
+    `truth_files` ({name: path}, labels.annotation_files), or None when it has none."""
+    path = truth_files.get(output)
+    if path is None:
+        return None
+    truth = np.full(frames, -1, np.int64)
+    labels = read_annotation(path)[:frames]
+    truth[:len(labels)] = labels
+    return truth
+
+
+def write_outputs(path, name, out_dir, people, smoothing, annotate, fps, report=False, truth_files=None):
     """Each reported person's CSV, TXT and timeline (one person: unsuffixed names), the annotated
-    video, and for several people the people CSV last. Returns {output name: labels}."""
-    drawn, written = [], {}
+    video, with `report` the report page, and last the summary CSV (several people: the people
+    CSV). Returns {output name: summary.PersonSummary}."""
+    drawn, written, series = [], {}, []
     for number, analysis in people:
         output = person_name(name, number, len(people))
         paths = output_paths(out_dir, output, False)
@@ -331,14 +359,22 @@ def write_outputs(path, name, out_dir, people, smoothing, annotate, fps):
                       title=f"{output}: {smoothing.summary}")
         write_frame_csv(paths['csv'], analysis, probs, labels, fps)
         drawn.append((number, analysis['boxes'], labels))
-        written[output] = labels
+        written[output] = summarise(labels, analysis['face_frames'], fps or FALLBACK_FPS)
+        truth = read_truth(truth_files, output, len(labels)) if truth_files else None
+        series.append(PersonSeries(output, number, probs, labels, truth, written[output], paths['csv']))
+    annotated = os.path.join(out_dir, name + '_annotated.mp4')
     if annotate:
-        write_video(os.path.join(out_dir, name + '_annotated.mp4'), annotated_frames(path, drawn), fps=fps or 30)
+        write_video(annotated, annotated_frames(path, drawn), fps=fps or 30)
+    table = os.path.join(out_dir, name + ('_people.csv' if len(people) > 1 else '_summary.csv'))
+    if report:
+        write_report(os.path.join(out_dir, name + '_report.html'), name, annotated if annotate else path,
+                     series, fps or FALLBACK_FPS, fps_known=bool(fps), settings=smoothing.summary,
+                     files=[table] + [s.csv for s in series])
+    # Last: its presence marks the video finished for the next run.
+    write_people_csv(table, people, list(written.values()))
     stale = [os.path.join(out_dir, name + '_people.csv')]
     if len(people) > 1:
-        # Last: its presence marks the video finished for the next run.
-        write_people_csv(os.path.join(out_dir, name + '_people.csv'), people)
-        stale = [os.path.join(out_dir, name + '.csv')]
+        stale = [os.path.join(out_dir, name + '.csv'), os.path.join(out_dir, name + '_summary.csv')]
     else:
         stale += glob.glob(os.path.join(glob.escape(out_dir), glob.escape(name) + '_person*'))
     for leftover in stale:
@@ -363,8 +399,9 @@ def build_parser():
                '  configs/swin_small_patch4_window7_224.yaml, for weights you give. Weights are\n'
                '  .pdparams in any layout training writes, or a tools/export_model.py prefix.\n\n'
                'outputs, per video, in -output:\n'
-               '  <video>.csv, <video>.txt (ABAW3 format), <video>_timeline.png and, with\n'
-               '  -annotate, <video>_annotated.mp4. Each person is tracked through the video;\n'
+               '  <video>.csv, <video>.txt (ABAW3 format), <video>_timeline.png,\n'
+               '  <video>_summary.csv, with -annotate <video>_annotated.mp4 and with -report\n'
+               '  <video>_report.html. Each person is tracked through the video;\n'
                '  when several are present for at least -min_track_s seconds each, every one\n'
                '  gets <video>_person<k>.csv/.txt/_timeline.png (1 = present longest) and\n'
                '  <video>_people.csv lists them. Face settings default to those of\n'
@@ -385,6 +422,13 @@ def build_parser():
     parser.add_argument('-device', choices=('cpu', 'gpu'), default='cpu',
                         help='where the models and face detection run')
     parser.add_argument('-annotate', action='store_true', help='also write <video>_annotated.mp4')
+    parser.add_argument('-report', action='store_true',
+                        help='also write <video>_report.html: the video beside each person\'s timeline '
+                             '(one self-contained page, see docs/report.md)')
+    parser.add_argument('-anno_folder',
+                        help='ABAW EXPR annotations, the folder holding Train_Set/ and Validation_Set/ '
+                             '(or the .txt files themselves): <video>.txt or <video>_person<k>.txt, '
+                             'ground truth drawn on the report page')
     parser.add_argument('-workers', type=int, default=None,
                         help='face detection worker processes (default: as python -m preprocess, '
                              'one per core on cpu, 0 = in-process on gpu)')
@@ -462,6 +506,7 @@ def run(args):
              for kind in MODEL_KINDS}
     detect_on = torch_device(args.device)  # -device gpu without a usable GPU: a usage error, now
     check_writable_dir(args.output, '-output')
+    truth_files = annotation_files(args.anno_folder, log=log) if args.anno_folder else None
 
     clean_stale_temporaries(args.output)  # what a killed run left never looks finished
 
@@ -483,7 +528,7 @@ def run(args):
         overall = tqdm(videos.items(), desc='videos', unit='video', position=0,
                        disable=len(videos) < 2)
         for name, path in overall:
-            if not args.overwrite and is_finished(args.output, name, args.annotate, args.people):
+            if not args.overwrite and is_finished(args.output, name, args.annotate, args.people, args.report):
                 skipped.append(name)
                 continue
             started = time.perf_counter()
@@ -498,7 +543,8 @@ def run(args):
                     video = analyse_video(path, detector, models, smoothing, args.classify_batch,
                                           fps=fps, progress=bar.update)
                 people = person_analyses(video, args.min_track_s, fps or FALLBACK_FPS, args.people)
-                write_outputs(path, name, args.output, people, smoothing, args.annotate, fps)
+                summaries = write_outputs(path, name, args.output, people, smoothing, args.annotate, fps,
+                                          args.report, truth_files)
             except VIDEO_FAILURES as err:
                 failures.append(video_failure(name, err, detector))
                 continue
@@ -513,7 +559,7 @@ def run(args):
                 totals['seconds'][stage] = totals['seconds'].get(stage, 0.0) + seconds
             done.append({'name': name, 'frames': video['frames'], 'faces': faces,
                          'people': [number for number, _ in people if number is not None],
-                         'seconds': video['seconds'], 'wall': wall})
+                         'seconds': video['seconds'], 'wall': wall, 'summaries': summaries})
             reported = f"; {len(people)} people" if len(people) > 1 else ''
             tqdm.write(f"{name}: {stage_report(video['frames'], faces, video['seconds'], wall)}{reported}",
                        file=sys.stderr)
@@ -524,6 +570,10 @@ def run(args):
     if done:
         log.info("all videos: %s", stage_report(totals['frames'], totals['faces'],
                                                 totals['seconds'], totals['wall']))
+    for video in done:
+        for number, summary in zip(video['people'] or [None], video['summaries'].values()):
+            who = f"{video['name']} person {number}" if number is not None else video['name']
+            print(f"{who}: {summary.describe()}", flush=True)
     for name in no_face:
         log.warning("%s: no face found in any frame; every frame is labelled Neutral", name)
     for failure in failures:

@@ -146,7 +146,26 @@ def main(argv=None):
     print(f"({time.perf_counter() - t:.0f} s)")
 
     report(work, out, submission)
+
+    t = step('report page of one validation video: predict_video.py -annotate -report')
+    page = report_page(python, work, out, videos, annotations)
+    print(f"open {os.path.relpath(page, ROOT)} in a browser ({time.perf_counter() - t:.0f} s)")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; results in {os.path.relpath(out, ROOT)}/")
+
+
+def report_page(python, work, out, videos, annotations):
+    """Run predict_video.py with the demo's models on the first one-person validation video, with
+    its ground truth; returns the path of the report page (a finished run is reused)."""
+    name = next(v['video'] for v in videos
+                if v['split'] == 'Validation_Set' and v['annotations'] == [v['video']])
+    folder = os.path.join(out, 'report')
+    command = [python, 'predict_video.py', os.path.join(work, 'data', 'videos', name + '.mp4'), '-output', folder,
+               '-annotate', '-report', '-anno_folder', annotations]
+    for class_type in MODELS:
+        command += [f'-{class_type}_cfg', DEMO_CONFIG,
+                    f'-{class_type}_weights', os.path.join(work, f'train_{class_type}', 'best.pdparams')]
+    run(command)
+    return os.path.join(folder, name + '_report.html')
 
 
 def report(work, out, submission):

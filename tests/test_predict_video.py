@@ -10,13 +10,13 @@ import os
 import sys
 
 import numpy as np
-import paddle
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
 from demo.synthetic_video import write_crossing_clip, write_face_clip  # noqa: E402
+from helpers import save_random_classifier  # noqa: E402
 
 import engine  # noqa: E402
 import predict_video  # noqa: E402
@@ -27,23 +27,10 @@ from config import get_config, update_config  # noqa: E402
 from labels import ABAW_CLASSES, read_annotation  # noqa: E402
 from preprocess import cli  # noqa: E402
 from preprocess.video import extract_frames, probe_frame_count  # noqa: E402
-from swin_transformer import build_swin  # noqa: E402
 
 HAS_FACE = [1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]
 # Fused-mode flags; without flags both tools smooth on the logits with K = 2.
 FUSED = ['-smooth_on', 'fused', '-window', '2', '-alpha', '0.5']
-
-
-def _save_random_model(cfg_file, class_type, path, seed):
-    import argparse
-    paddle.seed(seed)
-    config = update_config(get_config(cfg_file), argparse.Namespace(class_type=class_type))
-    model = build_swin(config)
-    # A random head gives near-identical logits for any face; a wider one makes labels differ
-    # between frames and the 1e-4 comparison meaningful.
-    model.fc.weight.set_value(model.fc.weight.numpy() * 50.0)
-    paddle.save(model.state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope='module')
@@ -53,7 +40,7 @@ def clip(tmp_path_factory, tiny_cfg_file):
     videos.mkdir()
     video = videos / 'clip.mp4'
     write_face_clip(video, HAS_FACE)
-    weights = {kind: _save_random_model(tiny_cfg_file, kind, str(root / f'{kind}.pdparams'), seed)
+    weights = {kind: save_random_classifier(tiny_cfg_file, kind, str(root / f'{kind}.pdparams'), seed)
                for seed, kind in enumerate(('coarse', 'negative'), start=1)}
     return {'root': root, 'videos': videos, 'video': video, 'cfg': tiny_cfg_file, 'weights': weights}
 

@@ -136,6 +136,9 @@ _C.VALIDATE_FREQ = 1
 _C.SEED = 0
 _C.EVAL = False
 _C.AMP = False
+# [added] also write each epoch's numbers as VisualDL scalars to OUTPUT/visualdl (instruments.py);
+# OUTPUT/training_curves.png is drawn either way.
+_C.VISUALDL = False
 _C.DEVICE = ''  # added: '' picks gpu when Paddle has CUDA and one is visible, else cpu
 
 
@@ -292,6 +295,9 @@ def add_common_args(parser):
     parser.add_argument('-seed', type=int, default=None)
     parser.add_argument('-eval', action='store_true')
     parser.add_argument('-amp', action='store_true')
+    parser.add_argument('-overwrite', action='store_true',
+                        help='start over in an -output folder that holds an earlier run of the same '
+                             'kind (its checkpoints and history, or its -eval results, are removed first)')
     # extend: a launcher's -opts and the user's own -opts after it both apply, the user's last.
     parser.add_argument('-opts', nargs='+', action='extend', default=None, metavar='KEY VALUE',
                         help='override config keys, e.g. -opts TRAIN.NUM_EPOCHS 3 (may be repeated)')

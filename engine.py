@@ -23,6 +23,7 @@ import checkpoints
 import config as config_module
 import console
 import datasets
+import instruments
 import labels as abaw_labels
 import swin_transformer
 from checkpoints import CheckpointError, unwrap
@@ -205,7 +206,7 @@ class RunContext:
             json.dump(content, f, indent=1)
 
 
-def start_run(config, output_given, distributed):
+def start_run(config, output_given, distributed, overwrite=False):
     """STEP 0: check the config, join the process group, claim the output folder, set the device."""
     wanted = abaw_labels.NUM_CLASSES[abaw_labels.check_class_type(config.DATA.CLASS_TYPE)]
     if config.MODEL.NUM_CLASSES != wanted:
@@ -215,10 +216,15 @@ def start_run(config, output_given, distributed):
         paddle.distributed.init_parallel_env()
     rank, world_size = world()
     output_dir = resolve_output(config, output_given)
+    # Every rank checks, so all of them stop with the same exit code before anything is written.
+    checkpoints.check_output_dir(output_dir, config.EVAL, config.MODEL.RESUME, overwrite)
     if rank == 0:
         check_writable_dir(output_dir)
         checkpoints.claim_output_dir(output_dir)
+        removed = checkpoints.remove_previous_run(output_dir, config.EVAL) if overwrite else []
     logger = make_logger(output_dir if rank == 0 else None, rank)
+    if rank == 0 and removed:
+        logger.info(f"-overwrite: removed the earlier run's {', '.join(removed)} from {output_dir}")
     device = setup_device(config, logger)
     ctx = RunContext(config, output_dir, rank, world_size, logger, device)
     if rank == 0:
@@ -338,6 +344,7 @@ def save_epoch(ctx, trainer, epoch, train_loss, record, improved):
     # history record and best model are written before the first of them (a kill in between
     # redoes epoch E; the other way round would lose E's record and best model).
     checkpoints.append_history(out, record)
+    instruments.epoch_finished(out, record, visualdl=config.VISUALDL)
     if improved:
         checkpoints.save_checkpoint(os.path.join(out, 'best.pdparams'), state)
         ctx.write_json('best.json', {'epoch': epoch, 'macro_f1': trainer.best_f1})
@@ -380,9 +387,10 @@ def train(ctx, trainer, val_set, val_loader):
     return last_scores
 
 
-def run(config, output_given=True, distributed=False):
-    """Train (or with config.EVAL, evaluate) as configured. Returns a result dict (rank-local)."""
-    ctx = start_run(config, output_given, distributed)
+def run(config, output_given=True, distributed=False, overwrite=False):
+    """Train (or with config.EVAL, evaluate) as configured. Returns a result dict (rank-local).
+    overwrite: start over in an output folder that holds an earlier run of the same kind."""
+    ctx = start_run(config, output_given, distributed, overwrite)
     # STEP 1: data to validate or evaluate on (-eval: every face frame; validation during
     # training, as the release: the frames in the model's classes), and the model
     val_set = datasets.build_dataset(config, 'eval' if config.EVAL else 'val')
@@ -418,4 +426,4 @@ def main(argv=None, distributed=False, description='CFC-SP Swin training/evaluat
 def _parse_and_run(argv, distributed, description):
     args = build_parser(description).parse_args(argv)
     config = config_module.update_config(config_module.get_config(), args)
-    run(config, output_given=bool(args.output), distributed=distributed)
+    run(config, output_given=bool(args.output), distributed=distributed, overwrite=args.overwrite)

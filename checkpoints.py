@@ -38,7 +38,8 @@ class CheckpointError(UsageError):
 def read_checkpoint(path):
     """paddle.load with a clear error for a missing, unreadable or non-dict file."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise CheckpointError(f"{path}: checkpoint file not found (where to get the released weights: "
+                              "docs/weights.md)")
     try:
         content = paddle.load(path, return_numpy=True)
     except Exception as err:  # paddle raises assorted types for truncated or foreign files

@@ -208,6 +208,7 @@ class RunContext:
 
 def start_run(config, output_given, distributed, overwrite=False):
     """STEP 0: check the config, join the process group, claim the output folder, set the device."""
+    swin_transformer.check_shape_keys(config)
     wanted = abaw_labels.NUM_CLASSES[abaw_labels.check_class_type(config.DATA.CLASS_TYPE)]
     if config.MODEL.NUM_CLASSES != wanted:
         raise UsageError(f"MODEL.NUM_CLASSES {config.MODEL.NUM_CLASSES} does not match class_type "

@@ -101,7 +101,12 @@ def load_predictions(path, expected):
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: predictions file not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+    except ValueError as err:
+        if 'pickled' in str(err):  # numpy's message advises unsafe loading: never
+            raise InputError(f"{path}: cannot read predictions file: not an .npz archive (a "
+                             ".pdparams checkpoint?); pass the predictions.npz that -eval writes") from None
+        raise InputError(f"{path}: cannot read predictions file ({err})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise InputError(f"{path}: cannot read predictions file ({err})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise InputError(f"{path}: not a .npz predictions file (expected keys paths, logits, "
@@ -822,9 +827,38 @@ def build_parser():
                         'annotated videos (logits: every K of ' + ' '.join(map(str, SEARCH_WINDOWS))
                         + '; fused: every K x A of ' + ' '.join(f'{a:g}' for a in SEARCH_ALPHAS)
                         + '), write search.csv and use the best; replaces -smooth_on/-window/-alpha')
+    parser.add_argument('-settings_from', metavar='METRICS_JSON',
+                        help="use the setting another run chose and recorded in its metrics.json "
+                             "(e.g. -search's on the validation set, for the test set); replaces "
+                             '-fusion/-smooth_on/-window/-alpha')
     parser.add_argument('-format', choices=('abaw3', 'csv'), default='abaw3')
     parser.add_argument('-plot', type=int, default=2, help='timeline plots for this many videos')
     return parser
+
+
+def read_setting(path):
+    """The Smoothing a smooth_predict.py run used, from the 'smoothed' entry of its metrics.json."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            fields = json.load(f)['smoothed']
+        return Smoothing(fields['mode'] or DEFAULT_SMOOTH_ON, fields['fusion'], fields['window'],
+                         fields['alpha'] if fields['mode'] == 'fused' else None)
+    except OSError as err:
+        raise InputError(f"-settings_from {path}: cannot read it ({err.strerror})") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"-settings_from {path}: not a smooth_predict.py metrics.json "
+                         f"(no usable 'smoothed' setting: {err})") from None
+
+
+def apply_settings_from(parser, args):
+    """-settings_from FILE: its setting replaces the smoothing flags, which must then be left out."""
+    defaults = {name: parser.get_default(name) for name in ('fusion', 'smooth_on', 'window', 'alpha')}
+    given = [f"-{name}" for name, value in defaults.items() if getattr(args, name) != value]
+    if given or args.search:
+        parser.error(f"-settings_from sets the smoothing: leave out {', '.join(given or ['-search'])}")
+    setting = read_setting(args.settings_from)
+    args.fusion, args.smooth_on, args.window, args.alpha = (setting.fusion, setting.mode, setting.window,
+                                                            setting.alpha)
 
 
 def add_smoothing_arguments(parser):
@@ -872,6 +906,8 @@ def smoothing_from_args(args):
 
 
 def _check_args(parser, args):
+    if args.settings_from:
+        apply_settings_from(parser, args)
     check_smoothing_flags(parser, args)
     if args.plot < 0:
         parser.error(f"-plot must be >= 0, got {args.plot}")

@@ -16,6 +16,8 @@ from preprocess.video import VIDEO_EXTENSIONS, probe_frame_count
 FACE_FLAGS = {'mode': '--mode', 'image_size': '--image_size', 'margin': '--margin', 'min_prob': '--min_prob',
               'min_face_size': '--min_face_size', 'jpeg_quality': '--jpeg_quality',
               'detect_batch': '--batch_size', 'detect_size': '--detect_size', 'track_gap_s': '--track_gap_s'}
+# Settings that change only the speed, not the faces written.
+SPEED_ONLY = ('detect_batch',)
 
 
 def parse_args(argv=None):
@@ -43,6 +45,9 @@ def parse_args(argv=None):
                         help='detection worker processes (default: CPU cores on cpu, 0 = in-process on cuda)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda (or cuda:N)')
     FaceSettings.add_arguments(parser, FACE_FLAGS)
+    parser.add_argument('--overwrite', action='store_true',
+                        help='redo every output, also finished ones (needed when the face settings '
+                             'differ from those a finished output was made with)')
     parser.add_argument('--system_ffmpeg', action='store_true',
                         help="use the system's ffmpeg if present instead of imageio-ffmpeg's")
     args = parser.parse_args(argv)
@@ -61,6 +66,28 @@ def parse_args(argv=None):
 def face_settings(args):
     """FaceSettings from the flags; a bad value is a UsageError naming the flag."""
     return FaceSettings.from_flags(args, FACE_FLAGS)
+
+
+def settings_differences(recorded, settings):
+    """'flag: recorded -> now' for every face setting that changes the faces written."""
+    now = settings.as_dict()
+    flags = {field: flag for field, flag in FACE_FLAGS.items()}
+    return [f"{flags.get(field, field)} {recorded.get(field)!r} -> {now[field]!r}"
+            for field in now if field not in SPEED_ONLY and recorded.get(field) != now[field]]
+
+
+def check_settings(out_dir, names, settings):
+    """Refuse to add outputs made with other face settings beside finished ones: one folder would
+    then hold two kinds of faces, and skipping them would hide that the settings changed."""
+    for name in names:
+        manifest = pipeline.read_manifest(out_dir, name) if pipeline.is_done(out_dir, name) else None
+        if manifest is None or 'settings' not in manifest:
+            continue
+        changed = settings_differences(manifest['settings'], settings)
+        if changed:
+            raise UsageError(f"OUT_DIR {out_dir}: {name} was made with other face settings "
+                             f"({', '.join(changed)}); add --overwrite to redo every output with the "
+                             "new ones, or choose another OUT_DIR")
 
 
 def frame_count_mismatches(names, label_counts, frames_of):
@@ -120,9 +147,12 @@ def preprocess_videos(argv=None):
     # A shard cleans only its own leftovers: the others' temporary folders are work in progress.
     pipeline.clean_stale_temporaries(args.out_dir, names=own_names if shard is not None else None)
 
+    if not args.overwrite:
+        check_settings(args.out_dir, own_names, args.settings)
     todo, finished = [], []
     for path, outputs in jobs:
-        pending = {name: side for name, side in outputs.items() if not pipeline.is_done(args.out_dir, name)}
+        pending = {name: side for name, side in outputs.items()
+                   if args.overwrite or not pipeline.is_done(args.out_dir, name)}
         finished += [name for name in outputs if name not in pending]
         if pending:
             todo.append((path, pending))
@@ -139,14 +169,14 @@ def preprocess_videos(argv=None):
               f"device {device}, {workers} worker process(es)", file=sys.stderr)
         with Detector(args.settings, device=device, workers=workers,
                       torch_threads=max(1, cores // max(1, workers))) as detector:
-            overall = tqdm(todo, desc='videos', unit='video', position=0)
+            overall = console.progress(todo, desc='videos', unit='video', position=0)
             for path, outputs in overall:
                 names = ', '.join(outputs)
                 try:
                     total = probe_frame_count(path, prefer_system=args.system_ffmpeg)
                     extra = {name: {'annotation_frames': plan.label_counts[name]}
                              for name in outputs if name in plan.label_counts}
-                    with tqdm(total=total or None, desc=names[:40], unit='frame', position=1,
+                    with console.progress(total=total or None, desc=names[:40], unit='frame', position=1,
                               leave=False) as bar:
                         summaries = pipeline.process_video(
                             path, args.out_dir, outputs, detector=detector,
@@ -154,6 +184,9 @@ def preprocess_videos(argv=None):
                 except VIDEO_FAILURES as err:
                     failures.append(video_failure(names, err, detector))
                     continue
+                if not console.stderr_is_terminal():  # no bars in a log: one line per video
+                    tqdm.write(f"{names}: {sum(s['faces'] for s in summaries.values())} faces in "
+                               f"{next(iter(summaries.values()))['frames']} frames", file=sys.stderr)
                 for name, summary in summaries.items():
                     done += 1
                     faces += summary['faces']

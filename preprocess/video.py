@@ -18,7 +18,7 @@ import numpy as np
 from errors import CfcspError
 from fileio import atomic_path
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv')
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.gif')
 
 
 class VideoDecodeError(CfcspError, RuntimeError):

@@ -61,9 +61,21 @@ fi
 fail() { echo "error: $*" >&2; exit 2; }
 [ -d "$DATA_FOLDER" ] || fail "DATA_FOLDER $DATA_FOLDER: folder does not exist"
 [ -z "$ANNO_FOLDER" ] || [ -d "$ANNO_FOLDER" ] || fail "ANNO_FOLDER $ANNO_FOLDER: folder does not exist"
+if [ -z "$ANNO_FOLDER" ]; then
+  [ "$MODE" = eval ] || fail "ANNO_FOLDER is empty: training needs the annotations"
+  case " $* " in
+    *" -video_list "*|*" --video_list "*) ;;
+    *) fail "ANNO_FOLDER is empty: evaluating videos without annotations needs -video_list FILE (one video name a line)" ;;
+  esac
+fi
 # An exported model is named by its prefix (PREFIX.json or PREFIX.pdmodel beside PREFIX.pdiparams).
+if [ "$MODE" = train ]; then
+  weights_hint="where to get it: docs/weights.md; PRETRAINED= (empty) trains from scratch"
+else
+  weights_hint="train the model first, or set PRETRAINED to the checkpoint to evaluate"
+fi
 [ -z "$PRETRAINED" ] || [ -e "$PRETRAINED" ] || [ -e "$PRETRAINED.pdiparams" ] \
-  || fail "PRETRAINED $PRETRAINED: file does not exist"
+  || fail "PRETRAINED $PRETRAINED: file does not exist ($weights_hint)"
 [ -f "$CFG" ] || fail "CFG $CFG: file does not exist"
 case "$AMP" in 0|1) ;; *) fail "AMP must be 1 or 0, not '$AMP'" ;; esac
 command -v "$PYTHON" >/dev/null 2>&1 || fail "PYTHON $PYTHON: no such interpreter (run 'make test' to build .venv)"

@@ -494,7 +494,7 @@ def check_device(device):
         missing.append('PyTorch')
     if missing:
         raise UsageError(f"-device gpu: no GPU usable by {' and '.join(missing)} here; use -device cpu "
-                         "(the default), or install the GPU builds (docs/training.md, "GPU")")
+                         "(the default), or install the GPU builds (docs/training.md, 'GPU')")
 
 
 def _fps_text(frames, seconds):

@@ -360,3 +360,23 @@ def test_people_main_keeps_person_one():
     assert np.isnan(both[1][1]['boxes'][35]).all() and not np.isnan(both[1][1]['boxes'][5]).any()
     # Present 30 frames = 1.2 s: below -min_track_s 2 the second person is not reported.
     assert [number for number, _ in predict_video.person_analyses(video, 2.0, 25)] == [1]
+
+
+def test_rerun_with_other_settings_redoes_the_video(clip, predicted, tmp_path, capsys):
+    import json
+    import shutil
+    out = tmp_path / 'out'
+    shutil.copytree(predicted, out)
+    recorded = json.loads((out / 'clip_settings.json').read_text())
+    assert recorded['smoothing']['window'] == 2 and recorded['face']['mode'] == 'align'
+    base = [str(clip['video']), '-output', str(out), '-workers', '0'] + _model_flags(clip)
+    result = predict_video.run(predict_video.build_parser().parse_args(base + ['-window', '8']))
+    assert result['skipped'] == [] and [v['name'] for v in result['done']] == ['clip']
+    assert 'other settings (smoothing.window)' in capsys.readouterr().err
+    assert json.loads((out / 'clip_settings.json').read_text())['smoothing']['window'] == 8
+    result = predict_video.run(predict_video.build_parser().parse_args(base + ['-window', '8']))
+    assert result['skipped'] == ['clip']
+    # Outputs without a record (an older run, or one killed before the record) are redone.
+    (out / 'clip_settings.json').unlink()
+    result = predict_video.run(predict_video.build_parser().parse_args(base + ['-window', '8']))
+    assert [v['name'] for v in result['done']] == ['clip']

@@ -8,11 +8,17 @@ Imported by cpu_env.py, so before Paddle in every entry point. What is dropped, 
 - `No ccache found`: Paddle's custom-op compiler cache; nothing here compiles ops.
 - glog INFO lines from Paddle's C++ side (`I1201 ... tcp_utils.cc ...` connection retries):
   GLOG_minloglevel=1 keeps glog's warnings and errors.
+- ONNX Runtime's quantizer's per-tensor INFO lines (only_warnings() around the call), and the
+  bare `ReduceMeanCheckIfOneDNNSupport` a paddle.inference predictor prints at its first run
+  (native_lines_dropped() around it).
 A value the user set for GLOG_minloglevel is kept; every other line passes through unchanged.
 """
+import contextlib
+import logging
 import os
 import re
 import sys
+import threading
 import warnings
 
 _NOISE = (re.compile(r'WARNING: OMP_NUM_THREADS set to \d+, not 1\. '),
@@ -51,6 +57,50 @@ class QuietStream:
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def only_warnings():
+    """Within the block, Python log records below WARNING are dropped: for libraries that log a
+    line per tensor at INFO (ONNX Runtime's quantizer: ~30 lines per Swin)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
+def native_lines_dropped(lines, fd=1):
+    """Within the block, lines that C++ code writes to file descriptor `fd` and that equal one of
+    `lines` are dropped; every other line is passed on. For bare debug prints of Paddle's kernels
+    (`ReduceMeanCheckIfOneDNNSupport`, on stdout at a predictor's first run)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(fd)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+    dropped = {line.encode() for line in lines}
+
+    def forward():
+        with os.fdopen(read_end, 'rb') as pipe:
+            for raw in pipe:
+                if raw.rstrip(b'\r\n') not in dropped:
+                    os.write(saved, raw)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(saved, fd)  # closes the pipe's last write end: the thread sees EOF
+        thread.join()
+        os.close(saved)
 
 
 def install():

@@ -219,12 +219,13 @@ def start_run(config, output_given, distributed, overwrite=False):
     output_dir = resolve_output(config, output_given)
     # Every rank checks, so all of them stop with the same exit code before anything is written.
     checkpoints.check_output_dir(output_dir, config.EVAL, config.MODEL.RESUME, overwrite)
+    removed = []
     if rank == 0:
         check_writable_dir(output_dir)
         checkpoints.claim_output_dir(output_dir)
         removed = checkpoints.remove_previous_run(output_dir, config.EVAL) if overwrite else []
     logger = make_logger(output_dir if rank == 0 else None, rank)
-    if rank == 0 and removed:
+    if removed:
         logger.info(f"-overwrite: removed the earlier run's {', '.join(removed)} from {output_dir}")
     device = setup_device(config, logger)
     ctx = RunContext(config, output_dir, rank, world_size, logger, device)

@@ -292,7 +292,7 @@ def crossing(clip):
 def test_each_person_gets_their_own_outputs(crossing):
     out = crossing['out']
     assert sorted(os.listdir(out)) == sorted(
-        ['cross_annotated.mp4', 'cross_people.csv']
+        ['cross_annotated.mp4', 'cross_people.csv', 'cross_settings.json']
         + [f'cross_person{k}{suffix}' for k in (1, 2) for suffix in ('.csv', '.txt', '_timeline.png')])
     # The third face (10 frames = 0.4 s) is below -min_track_s.
     people = _read_csv(out / 'cross_people.csv')

@@ -102,6 +102,12 @@ if [ -n "$ANNO_FOLDER" ]; then set -- -anno_folder "$ANNO_FOLDER" "$@"; fi
 set -- -cfg "$CFG" -dataset ABAW -batch_size "$BATCH_SIZE" -data_folder "$DATA_FOLDER" \
   -class_type "$CLASS_TYPE" -output "$OUTPUT" -device "$DEVICE" "$@"
 
+# paddle.distributed.launch imports Paddle before any of this project's code could filter its
+# import-time warning that ccache (a compiler cache for custom ops; nothing here compiles any) is
+# missing: without this the line would open every run. A PYTHONWARNINGS of your own is kept.
+PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::UserWarning:paddle.utils.cpp_extension.extension_utils}
+export PYTHONWARNINGS
+
 if [ "$LAYOUT" = single ]; then
   if [ "$DEVICE" = gpu ]; then CUDA_VISIBLE_DEVICES=${GPUS%%,*}; export CUDA_VISIBLE_DEVICES; fi
   exec "$PYTHON" "$REPO/main_single_gpu.py" "$@"

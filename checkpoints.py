@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 
 import numpy as np
 import paddle
@@ -37,7 +38,8 @@ class CheckpointError(UsageError):
 def read_checkpoint(path):
     """paddle.load with a clear error for a missing, unreadable or non-dict file."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise CheckpointError(f"{path}: checkpoint file not found (where to get the released weights: "
+                              "docs/weights.md)")
     try:
         content = paddle.load(path, return_numpy=True)
     except Exception as err:  # paddle raises assorted types for truncated or foreign files
@@ -344,13 +346,19 @@ def prune_periodic(output_dir, keep):
 # ---------------------------------------------------------------------------------------------
 # The run's output folder: history and lock
 
+def read_history(output_dir):
+    """The per-epoch records of OUTPUT/history.json ([] when there is none yet)."""
+    path = os.path.join(output_dir, 'history.json')
+    if not os.path.isfile(path):
+        return []
+    with open(path, 'r', encoding='utf-8') as f:
+        return json.load(f)
+
+
 def append_history(output_dir, record):
     """Add (or, after a resume, replace) one epoch's record in OUTPUT/history.json, atomically."""
     path = os.path.join(output_dir, 'history.json')
-    history = []
-    if os.path.isfile(path):
-        with open(path, 'r', encoding='utf-8') as f:
-            history = json.load(f)
+    history = read_history(output_dir)
     # A resumed run re-does epochs after its checkpoint: replace, never duplicate them.
     history = [h for h in history if h.get('epoch', 0) < record['epoch']] + [record]
     with atomic_open(path, 'w', encoding='utf-8') as f:
@@ -386,3 +394,75 @@ def claim_output_dir(output_dir):
     for name in os.listdir(output_dir):
         if is_temporary(name):
             os.remove(os.path.join(output_dir, name))
+
+
+# ---------------------------------------------------------------------------------------------
+# An output folder that already holds a run
+
+EVAL_FILES = ('predictions.npz', 'metrics.json')
+# Everything a training run writes besides checkpoints; removed with them by -overwrite so that
+# nothing of the old run mixes into the new one, its own log files (train_log.py) included. The
+# launchers' logs (launch_logs/) stay: the launcher has already opened them for this very run.
+RUN_MARKERS = ('history.json', 'best.json', 'best.pdparams', 'last.pdparams')
+TRAINING_FILES = RUN_MARKERS + ('config.yaml', 'training_curves.png', 'log_all.txt', 'log.txt')
+TRAINING_FOLDERS = ('visualdl',)
+RANK_LOG_RE = re.compile(r'log_\d+\.txt')
+
+
+def training_run_files(output_dir):
+    """The files of an earlier training run in `output_dir` (checkpoints, history), sorted."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [name for name in os.listdir(output_dir)
+             if name in RUN_MARKERS or CHECKPOINT_RE.match(name)]
+    return sorted(found)
+
+
+def evaluation_files(output_dir):
+    """The results of an earlier -eval in `output_dir`."""
+    return [name for name in EVAL_FILES if os.path.isfile(os.path.join(output_dir, name))]
+
+
+def _named(files, limit=4):
+    return ', '.join(files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else '')
+
+
+def check_output_dir(output_dir, evaluating, resume, overwrite):
+    """Refuse (UsageError, exit 2) to start a run into a folder that holds another run's results,
+    before anything is written: training over a finished run would replace `best` and the history
+    while the old epoch files stay, and a later `-resume auto` would pick those. Training may
+    continue the run with -resume; -overwrite starts over (remove_previous_run clears the folder)."""
+    if overwrite:
+        return
+    run_files = training_run_files(output_dir)
+    if evaluating:
+        if run_files:
+            raise UsageError(f"-output {output_dir} holds a training run ({_named(run_files)}); "
+                             "-eval would write its results among them: choose another -output")
+        results = evaluation_files(output_dir)
+        if results:
+            raise UsageError(f"-output {output_dir} holds the results of an earlier -eval "
+                             f"({_named(results)}): add -overwrite to replace them, or choose "
+                             "another -output")
+    elif run_files and not resume:
+        raise UsageError(f"-output {output_dir} holds another training run ({_named(run_files)}): "
+                         "add -resume auto to continue it, -overwrite to start over (its files are "
+                         "removed first), or choose another -output")
+
+
+def remove_previous_run(output_dir, evaluating):
+    """-overwrite: delete what an earlier run of the same kind left in `output_dir`."""
+    if evaluating:
+        if training_run_files(output_dir):
+            raise UsageError(f"-output {output_dir} holds a training run; -eval -overwrite replaces "
+                             "only -eval results: choose another -output")
+        names = evaluation_files(output_dir)
+    else:
+        names = sorted(set(training_run_files(output_dir))
+                       | {n for n in TRAINING_FILES if os.path.isfile(os.path.join(output_dir, n))}
+                       | {n for n in os.listdir(output_dir) if RANK_LOG_RE.fullmatch(n)})
+    for name in names:
+        os.remove(os.path.join(output_dir, name))
+    for name in () if evaluating else TRAINING_FOLDERS:
+        shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    return names

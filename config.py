@@ -146,6 +146,9 @@ _C.AMP_PADDLE_DEFAULTS = False
 # multi-process run counts as lost and every other one ends with one error line (distributed.py);
 # below gloo's own 30 s, so that the watch, not a C++ abort, ends a run whose peer froze
 _C.PEER_TIMEOUT = 20
+# [added] also write each epoch's numbers as VisualDL scalars to OUTPUT/visualdl (instruments.py);
+# OUTPUT/training_curves.png is drawn either way.
+_C.VISUALDL = False
 _C.DEVICE = ''  # [added] '' picks gpu when Paddle has CUDA and one is visible, else cpu
 
 
@@ -155,7 +158,7 @@ ADDED_KEYS = (
     'DATA.DATA_PATH', 'DATA.TRAIN_SPLIT', 'DATA.VAL_SPLIT', 'DATA.VIDEO_LIST', 'DATA.PREFETCH_FACTOR',
     'DATA.USE_SHARED_MEMORY', 'DATA.RELEASE_RANDOM_APPLY', 'DATA.SKIP_BAD_IMAGES', 'MODEL.FINAL_NORM',
     'TRAIN.KEEP_CHECKPOINTS', 'TRAIN.NO_DECAY_NORM_BIAS', 'TRAIN.VALIDATE_EMA',
-    'TRAIN.USE_CONFIG_SMOOTHING', 'AMP_PADDLE_DEFAULTS', 'PEER_TIMEOUT', 'DEVICE',
+    'TRAIN.USE_CONFIG_SMOOTHING', 'AMP_PADDLE_DEFAULTS', 'PEER_TIMEOUT', 'VISUALDL', 'DEVICE',
 )
 
 
@@ -312,6 +315,9 @@ def add_common_args(parser):
     parser.add_argument('-seed', type=int, default=None)
     parser.add_argument('-eval', action='store_true')
     parser.add_argument('-amp', action='store_true')
+    parser.add_argument('-overwrite', action='store_true',
+                        help='start over in an -output folder that holds an earlier run of the same '
+                             'kind (its checkpoints and history, or its -eval results, are removed first)')
     # extend: a launcher's -opts and the user's own -opts after it both apply, the user's last.
     parser.add_argument('-opts', nargs='+', action='extend', default=None, metavar='KEY VALUE',
                         help='override config keys, e.g. -opts TRAIN.NUM_EPOCHS 3 (may be repeated)')

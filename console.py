@@ -69,6 +69,21 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar on a terminal; none when stderr goes to a file or pipe (a log), where
+    every redraw would add another line."""
+    from tqdm import tqdm
+    kwargs['disable'] = kwargs.get('disable', False) or not stderr_is_terminal()
+    return tqdm(iterable, **kwargs)
+
+
+def stderr_is_terminal():
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def run_command(function, *args, error_label='error', **kwargs):
     """Call a tool's main body; its return value is the exit code (None: 0). A CfcspError ends as
     one `<error_label>: <message>` line on stderr and the error's exit code, without a traceback."""

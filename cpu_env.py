@@ -8,7 +8,6 @@ import ctypes
 import ctypes.util
 import os
 import sys
-import warnings
 # Before Paddle: paddlepaddle 2.6's libpaddle.so exports its own zlib, and if it is the first to
 # load the system libz, later zlib users (scipy, scikit-learn, torch) crash; see
 # tools/load_zlib_first.pth.
@@ -68,6 +67,5 @@ def _keep_freed_memory_in_process():
 
 apply()
 _keep_freed_memory_in_process()
-# Paddle warns at every import that ccache (a C++ compiler cache for building custom ops) is
-# missing; nothing here compiles ops, and the line would precede every tool's own output.
-warnings.filterwarnings('ignore', message='No ccache found')
+# Paddle's import-time noise (quiet.py says what and why) is filtered from here on.
+import quiet  # noqa: E402,F401

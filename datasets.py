@@ -56,10 +56,18 @@ def _frame_number(name):
     return int(stem) if stem.isdigit() else None
 
 
+# config.py's defaults (the release's): a user who sees one of these never typed it.
+_DEFAULT_FOLDERS = {'-data_folder': './data', '-anno_folder': './anno'}
+
+
 def _check_folder(path, flag):
     if not path:
         raise DataError(f"{flag} is not set")
     if not os.path.isdir(path):
+        if path == _DEFAULT_FOLDERS.get(flag):
+            hint = (" (-eval of videos without annotations: -video_list FILE instead)"
+                    if flag == '-anno_folder' else '')
+            raise DataError(f"{flag} not given and its default {path} does not exist: pass {flag} DIR{hint}")
         raise DataError(f"{flag} {path}: folder does not exist")
 
 

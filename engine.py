@@ -24,6 +24,7 @@ import checkpoints
 import config as config_module
 import console
 import datasets
+import instruments
 import labels as abaw_labels
 import swin_transformer
 from checkpoints import CheckpointError, unwrap
@@ -218,9 +219,11 @@ class RunContext:
             json.dump(content, f, indent=1)
 
 
-def start_run(config, output_given, distributed, command=None, mode=None):
-    """STEP 0: check the config, join the process group, claim the output folder, open the log
-    (the command line, then the release's config dump), set the device."""
+def start_run(config, output_given, distributed, command=None, mode=None, overwrite=False):
+    """STEP 0: check the config, join the process group, claim the output folder (refusing one that
+    holds another run unless `overwrite`), open the log (the command line, then the release's
+    config dump), set the device."""
+    swin_transformer.check_shape_keys(config)
     wanted = abaw_labels.NUM_CLASSES[abaw_labels.check_class_type(config.DATA.CLASS_TYPE)]
     if config.MODEL.NUM_CLASSES != wanted:
         raise UsageError(f"MODEL.NUM_CLASSES {config.MODEL.NUM_CLASSES} does not match class_type "
@@ -229,9 +232,13 @@ def start_run(config, output_given, distributed, command=None, mode=None):
         join_group(config.PEER_TIMEOUT)
     rank, world_size = world()
     output_dir = resolve_output(config, output_given, mode)
+    # Every rank checks, so all of them stop with the same exit code before anything is written.
+    checkpoints.check_output_dir(output_dir, config.EVAL, config.MODEL.RESUME, overwrite)
+    removed = []
     if rank == 0:
         check_writable_dir(output_dir)
         checkpoints.claim_output_dir(output_dir)
+        removed = checkpoints.remove_previous_run(output_dir, config.EVAL) if overwrite else []
     if world_size > 1:
         paddle.distributed.barrier()  # rank 0 has checked and claimed the folder: every rank logs into it
         os.makedirs(output_dir, exist_ok=True)  # another node's disk
@@ -239,6 +246,8 @@ def start_run(config, output_given, distributed, command=None, mode=None):
     if command is not None:
         logger.command(command)
     logger.write(f"----- world_size = {world_size}, local_rank = {rank} \n----- {config}")
+    if removed:
+        logger.info(f"-overwrite: removed the earlier run's {', '.join(removed)} from {output_dir}")
     device = setup_device(config, logger)
     ctx = RunContext(config, output_dir, rank, world_size, logger, device)
     if rank == 0:
@@ -381,6 +390,7 @@ def save_epoch(ctx, trainer, epoch, train_loss, record, improved):
     # history record and best model are written before the first of them (a kill in between
     # redoes epoch E; the other way round would lose E's record and best model).
     checkpoints.append_history(out, record)
+    instruments.epoch_finished(out, record, visualdl=config.VISUALDL)
     if improved:
         checkpoints.save_checkpoint(os.path.join(out, 'best.pdparams'), state)
         ctx.write_json('best.json', {'epoch': epoch, 'macro_f1': trainer.best_f1})
@@ -426,10 +436,11 @@ def train(ctx, trainer, val_set, val_loader):
     return last_scores
 
 
-def run(config, output_given=True, distributed=False, command=None):
+def run(config, output_given=True, distributed=False, command=None, overwrite=False):
     """Train (or with config.EVAL, evaluate) as configured. Returns a result dict (rank-local).
-    command: the command line, written at the top of the log."""
-    ctx = start_run(config, output_given, distributed, command)
+    command: the command line, written at the top of the log; overwrite: start over in an output
+    folder that holds an earlier run of the same kind."""
+    ctx = start_run(config, output_given, distributed, command, overwrite=overwrite)
     with ctx.logger.recording_failure():
         return _run(ctx, output_given)
 
@@ -475,4 +486,5 @@ def _parse_and_run(argv, distributed, description, runner):
     args = build_parser(description).parse_args(argv)
     config = config_module.update_config(config_module.get_config(), args)
     with announce_end():
-        runner(config, output_given=bool(args.output), distributed=distributed, command=[sys.argv[0]] + argv)
+        runner(config, output_given=bool(args.output), distributed=distributed, command=[sys.argv[0]] + argv,
+               overwrite=args.overwrite)

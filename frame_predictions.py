@@ -34,9 +34,9 @@ def write_pred_file(path, rows):
         f.writelines(f"{image} {label}\n" for image, label in rows)
 
 
-def run(config, output_given=True, distributed=False, command=None):
+def run(config, output_given=True, distributed=False, command=None, overwrite=False):
     """Predict every frame and write this process's pred_<rank>.txt; returns its path."""
-    ctx = engine.start_run(config, output_given, distributed, command, mode='test')
+    ctx = engine.start_run(config, output_given, distributed, command, mode='test', overwrite=overwrite)
     with ctx.logger.recording_failure():
         return _predict_frames(ctx)
 

@@ -84,7 +84,7 @@ def write_annotation(path, labels):
 
 
 # Why a name in a video list may carry one: lists are often written from `ls VIDEO_DIR`.
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv')
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.gif')
 ANNOTATION_SPLITS = ('Train_Set', 'Validation_Set')
 
 

@@ -86,33 +86,40 @@ def plot_confusion(path, confusion, class_names, title=''):
     return _save(fig, path)
 
 
-def plot_training_curves(path, history):
-    """Losses (left) and validation scores (right) per epoch from a list of per-epoch dicts.
+def plot_training_curves(path, history, title=''):
+    """A training run's curves per epoch from its history records (history.json): losses, the
+    learning rate, and the validation accuracy, macro F1 and per-class F1.
 
-    Keys used when present: epoch, train_loss, val_loss, val_acc, val_macro_f1; missing keys or
-    None values (e.g. epochs without validation) are skipped.
+    Keys used when present: epoch, train_loss, val_loss, lr, val_acc, val_macro_f1,
+    val_per_class_f1 ({class: F1}); missing keys or None values (epochs without validation) are
+    skipped.
     """
     if not history:
         raise ValueError("empty training history: nothing to plot")
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_lr, ax_score) = plt.subplots(1, 3, figsize=(15, 4))
 
-    def series(key):
-        points = [(row.get('epoch', i + 1), row[key]) for i, row in enumerate(history)
-                  if row.get(key) is not None]
+    def series(value_of):
+        points = [(row.get('epoch', i + 1), value_of(row)) for i, row in enumerate(history)]
+        points = [(x, y) for x, y in points if y is not None]
         return zip(*points) if points else ((), ())
 
-    for key, ax in (('train_loss', ax_loss), ('val_loss', ax_loss),
+    for key, ax in (('train_loss', ax_loss), ('val_loss', ax_loss), ('lr', ax_lr),
                     ('val_acc', ax_score), ('val_macro_f1', ax_score)):
-        x, y = series(key)
+        x, y = series(lambda row: row.get(key))
         if x:
-            ax.plot(x, y, marker='o', ms=3, label=key)
-    ax_loss.set_xlabel('epoch')
-    ax_loss.set_ylabel('loss')
-    ax_score.set_xlabel('epoch')
-    ax_score.set_ylabel('score')
-    for ax in (ax_loss, ax_score):
+            ax.plot(x, y, marker='o', ms=3, lw=2 if key == 'val_macro_f1' else 1.2, label=key)
+    classes = [name for row in history for name in (row.get('val_per_class_f1') or {})]
+    for name in dict.fromkeys(classes):  # first-seen order, once each
+        x, y = series(lambda row: (row.get('val_per_class_f1') or {}).get(name))
+        if x:
+            ax_score.plot(x, y, lw=0.8, ls='--', label=f'F1 {name}')
+    for ax, label in ((ax_loss, 'loss'), (ax_lr, 'learning rate'), (ax_score, 'validation score')):
+        ax.set_xlabel('epoch')
+        ax.set_ylabel(label)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)

@@ -28,14 +28,16 @@ present longest), plus <video>_people.csv (person, frames, first and last frame,
 summary columns); the annotated video shows every person's box, number and label.
 
 Frames without a face take the label of the nearest frame with one (fusion.fill_missing);
-a video without any face is all Neutral and is listed at the end. The summary CSV (or, for several
-people, the people CSV) is written last: a video whose outputs all exist is skipped on the next run
-(-overwrite redoes it).
+a video without any face is all Neutral and is listed at the end. <video>_settings.json, written
+after every other output, records what made them (models, smoothing, face settings, -people,
+-min_track_s): the next run skips a video whose outputs all exist with the same settings, redoes
+one made with other settings, and -overwrite redoes every video.
 """
 import argparse
 import csv
 import glob
 import io
+import json
 import logging
 import os
 import re
@@ -80,6 +82,10 @@ DEMO_WORK = os.path.join(ROOT, 'demo_work')
 DEMO_CFG = os.path.join(ROOT, 'configs', 'demo_tiny.yaml')
 RELEASE_CFG = os.path.join(ROOT, 'configs', 'swin_small_patch4_window7_224.yaml')
 MODEL_KINDS = ('coarse', 'negative')
+DEMO_SOURCE = 'demo model from `make demo`'
+DEMO_WARNING = ("the demo's models learned synthetic marks drawn on one photo (demo/pattern_data.py): "
+                "their labels mean nothing on real faces; pass -coarse_weights and -negative_weights "
+                "(docs/weights.md) for real predictions")
 COARSE_NEGATIVE = COARSE_CLASSES.index('Negative')
 CSV_HEADER = (['frame', 'time', 'face', 'x1', 'y1', 'x2', 'y2', 'face_prob']
               + list(ABAW_CLASSES) + ['label', 'label_id'])
@@ -102,7 +108,7 @@ def resolve_model(kind, cfg, weights):
             raise UsageError(f"-{kind}_weights not given and the demo model {weights} does not exist: "
                              f"run `make demo` to train it, or pass -{kind}_weights (a .pdparams "
                              "checkpoint, a tools/export_model.py prefix or .onnx file)")
-        return cfg or DEMO_CFG, weights, 'demo model from `make demo`'
+        return cfg or DEMO_CFG, weights, DEMO_SOURCE
     if weights.endswith(('.pdparams', '.onnx')):
         if not os.path.isfile(weights):
             raise UsageError(f"-{kind}_weights {weights}: file not found")
@@ -314,6 +320,44 @@ def person_name(name, number, people_count):
     return name if people_count == 1 else f"{name}_person{number}"
 
 
+def settings_path(out_dir, name):
+    """Where the settings that made video `name`'s outputs are recorded (written after them)."""
+    return os.path.join(out_dir, name + '_settings.json')
+
+
+def run_settings(args, specs, smoothing):
+    """Everything that decides a video's outputs, as recorded beside them."""
+    face = face_settings(args).as_dict()
+    face.pop('detect_batch', None)  # speed only
+    return {'models': {kind: {'cfg': os.path.abspath(cfg), 'weights': os.path.abspath(weights)}
+                       for kind, (cfg, weights, _) in specs.items()},
+            'smoothing': smoothing.fields(), 'face': face, 'people': args.people,
+            'min_track_s': args.min_track_s}
+
+
+def recorded_settings(out_dir, name):
+    """The settings recorded beside video `name`'s outputs, or None."""
+    try:
+        with open(settings_path(out_dir, name), encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def changed_settings(recorded, settings):
+    """Dotted names of the settings that differ, e.g. ['smoothing.window']."""
+    if not isinstance(recorded, dict):
+        return ['(none recorded)']
+    changed = []
+    for group, value in settings.items():
+        old = recorded.get(group)
+        if isinstance(value, dict) and isinstance(old, dict):
+            changed += [f"{group}.{key}" for key in sorted(set(value) | set(old)) if value.get(key) != old.get(key)]
+        elif old != value:
+            changed.append(group)
+    return changed
+
+
 def is_finished(out_dir, name, annotate, people, report=False):
     """True when a previous run wrote every output of this video (one person, or each person's)."""
     if report and not os.path.isfile(os.path.join(out_dir, name + '_report.html')):
@@ -476,6 +520,26 @@ def find_inputs(path):
     raise UsageError(f"{path}: no such file or folder")
 
 
+def skipped_files(folder, videos):
+    """Files of `folder` (recursive, hidden ones aside) that a folder run does not process."""
+    taken = {os.path.abspath(p) for p in videos.values()}
+    return sorted(os.path.relpath(os.path.join(root, name), folder)
+                  for root, _, files in os.walk(folder) for name in files
+                  if not name.startswith('.') and os.path.abspath(os.path.join(root, name)) not in taken)
+
+
+def check_device(device):
+    """-device gpu needs a CUDA build of Paddle with a GPU for the models (face detection's torch
+    is checked by preprocess.faceloop.torch_device)."""
+    if not device.startswith(('gpu', 'cuda')):
+        return
+    import paddle
+    if not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+        build = '' if paddle.is_compiled_with_cuda() else ' (a CPU build)'
+        raise UsageError(f"-device {device}: no GPU usable by Paddle{build} here; use -device cpu "
+                         "(the default), or install the GPU builds (docs/training.md, 'GPU')")
+
+
 def _rate(count, seconds):
     return f"{count / seconds:.1f}" if seconds > 0 else 'inf'
 
@@ -498,15 +562,22 @@ def run(args):
     """Predict every video of the input; returns {done, skipped, no_face, failures, totals}."""
     smoothing = Smoothing.from_args(args)
     settings = face_settings(args)
+    check_device(args.device)
+    detect_on = torch_device(args.device)
     videos = find_inputs(args.input)
+    if os.path.isdir(args.input):
+        others = skipped_files(args.input, videos)
+        if others:
+            log.info("skipped %d file(s) that are not videos (extensions %s): %s", len(others),
+                     ' '.join(VIDEO_EXTENSIONS), ', '.join(others[:10]) + (' ...' if len(others) > 10 else ''))
     if os.path.isdir(args.input) and is_inside(args.output, args.input):
         raise UsageError(f"-output {args.output} is inside the input folder {args.input}; "
                          "inputs are never written to: choose another folder")
     specs = {kind: resolve_model(kind, getattr(args, f'{kind}_cfg'), getattr(args, f'{kind}_weights'))
              for kind in MODEL_KINDS}
-    detect_on = torch_device(args.device)  # -device gpu without a usable GPU: a usage error, now
     check_writable_dir(args.output, '-output')
     truth_files = annotation_files(args.anno_folder, log=log) if args.anno_folder else None
+    settings_record = run_settings(args, specs, smoothing)
 
     clean_stale_temporaries(args.output)  # what a killed run left never looks finished
 
@@ -514,6 +585,8 @@ def run(args):
     for kind in MODEL_KINDS:
         cfg, weights, source = specs[kind]
         log.info("%s model: %s (%s), config %s", kind, weights, source, cfg)
+        if source == DEMO_SOURCE and kind == MODEL_KINDS[0]:
+            log.warning(DEMO_WARNING)
         models.append(Model(kind, cfg, weights, 'gpu' if args.device == 'gpu' else 'cpu',
                             cfg_given=getattr(args, f'{kind}_cfg') is not None))
         log.info("%s model runs on %s", kind, models[-1].classify.backend)
@@ -525,26 +598,36 @@ def run(args):
     done, skipped, no_face, failures = [], [], [], []
     totals = {'frames': 0, 'faces': 0, 'wall': 0.0, 'seconds': {}}
     with Detector(settings, device=detect_on, workers=workers) as detector:
-        overall = tqdm(videos.items(), desc='videos', unit='video', position=0,
-                       disable=len(videos) < 2)
+        overall = console.progress(videos.items(), desc='videos', unit='video', position=0,
+                                   disable=len(videos) < 2)
         for name, path in overall:
             if not args.overwrite and is_finished(args.output, name, args.annotate, args.people, args.report):
-                skipped.append(name)
-                continue
+                changed = changed_settings(recorded_settings(args.output, name), settings_record)
+                if not changed:
+                    skipped.append(name)
+                    continue
+                tqdm.write(f"{name}: redone, its outputs were made with other settings "
+                           f"({', '.join(changed)})", file=sys.stderr)
             started = time.perf_counter()
+            # Gone until the new outputs are complete: a killed run must not look finished.
+            if os.path.isfile(settings_path(args.output, name)):
+                os.remove(settings_path(args.output, name))
             try:
                 total = probe_frame_count(path)
                 fps = probe_frame_rate(path)
                 if fps is None:
                     tqdm.write(f"warning: {path}: no frame rate found; the time column is empty and "
                                f"tracking assumes {FALLBACK_FPS:g} frames/s", file=sys.stderr)
-                with tqdm(total=total or None, desc=name[:40], unit='frame', position=1,
+                with console.progress(total=total or None, desc=name[:40], unit='frame', position=1,
                           leave=False) as bar:
                     video = analyse_video(path, detector, models, smoothing, args.classify_batch,
                                           fps=fps, progress=bar.update)
                 people = person_analyses(video, args.min_track_s, fps or FALLBACK_FPS, args.people)
                 summaries = write_outputs(path, name, args.output, people, smoothing, args.annotate, fps,
                                           args.report, truth_files)
+                write_outputs(path, name, args.output, people, smoothing, args.annotate, fps)
+                with atomic_open(settings_path(args.output, name), 'w', encoding='utf-8') as f:
+                    json.dump(settings_record, f, indent=1)
             except VIDEO_FAILURES as err:
                 failures.append(video_failure(name, err, detector))
                 continue

@@ -30,6 +30,7 @@ import paddle
 from checkpoints import load_pretrained
 from errors import UsageError
 from fileio import atomic_path
+import quiet
 from swin_transformer import build_swin
 
 PARAMS_SUFFIX = '.pdiparams'
@@ -231,6 +232,7 @@ class Predictor:
         self.backend = (f"paddle.inference {paddle.__version__} on {device}"
                         + (", oneDNN" if self._on_cpu and onednn else ""))
         self._predictor = paddle.inference.create_predictor(config)
+        self._first_run = True
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
 
@@ -241,10 +243,19 @@ class Predictor:
         _check_images(self.path_prefix, self.meta, images)
         self._input.reshape(list(images.shape))
         self._input.copy_from_cpu(images)
-        self._predictor.run()
+        if self._first_run:
+            with quiet.native_lines_dropped(PADDLE_DEBUG_PRINTS):
+                self._predictor.run()
+            self._first_run = False
+        else:
+            self._predictor.run()
         if self._on_cpu:
             _restore_eager_threads()
         return self._output.copy_to_cpu()
+
+
+# Printed by Paddle 3's oneDNN kernel selection at a predictor's first run, bare, on stdout.
+PADDLE_DEBUG_PRINTS = ('ReduceMeanCheckIfOneDNNSupport',)
 
 
 class EagerClassifier:
@@ -314,7 +325,7 @@ def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
     written.append(onnx_file)
     if int8_file:
         from onnxruntime.quantization import QuantType, quantize_dynamic
-        with atomic_path(int8_file) as tmp:
+        with atomic_path(int8_file) as tmp, quiet.only_warnings():
             quantize_dynamic(onnx_file, tmp, op_types_to_quantize=['MatMul', 'Gemm'],
                              weight_type=QuantType.QInt8)
             model = onnx.load(tmp)

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 import console
+from errors import UsageError
 from fileio import atomic_open, check_writable_dir, is_inside
 from fusion import FIGURE_WINDOW, Smoothing
 from labels import ANNOTATION_SPLITS, read_video_list
@@ -58,12 +59,43 @@ def build_parser():
                         'annotated videos (logits: every K of ' + ' '.join(map(str, SEARCH_WINDOWS))
                         + '; fused: every K x A of ' + ' '.join(f'{a:g}' for a in SEARCH_ALPHAS)
                         + '), write search.csv and use the best; replaces -smooth_on/-window/-alpha')
+    parser.add_argument('-settings_from', metavar='METRICS_JSON',
+                        help="use the setting another run chose and recorded in its metrics.json "
+                             "(e.g. -search's on the validation set, for the test set); replaces "
+                             '-fusion/-smooth_on/-window/-alpha')
     parser.add_argument('-format', choices=('abaw3', 'csv'), default='abaw3')
     parser.add_argument('-plot', type=int, default=2, help='timeline plots for this many videos')
     return parser
 
 
+def read_setting(path):
+    """The Smoothing a smooth_predict.py run used: the 'smoothed' entry of its metrics.json."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            fields = json.load(f)['smoothed']
+        return Smoothing(fields['mode'], fields['fusion'], fields['window'],
+                         fields['alpha'] if fields['mode'] == 'fused' else None)
+    except OSError as err:
+        raise UsageError(f"-settings_from {path}: cannot read it ({err.strerror})") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"-settings_from {path}: not a smooth_predict.py metrics.json "
+                         f"(no usable 'smoothed' setting: {err})") from None
+
+
+def apply_settings_from(parser, args):
+    """-settings_from FILE: its setting replaces the smoothing flags, which must then be left out."""
+    given = [f"-{name}" for name in ('fusion', 'smooth_on', 'window', 'alpha')
+             if getattr(args, name) != parser.get_default(name)]
+    if given or args.search:
+        parser.error(f"-settings_from sets the smoothing: leave out {', '.join(given or ['-search'])}")
+    setting = read_setting(args.settings_from)
+    args.fusion, args.smooth_on, args.window, args.alpha = (setting.fusion, setting.mode, setting.window,
+                                                            setting.alpha)
+
+
 def _check_args(parser, args):
+    if args.settings_from:
+        apply_settings_from(parser, args)
     Smoothing.from_args(args)  # the smoothing flags' checks
     if args.plot < 0:
         parser.error(f"-plot must be >= 0, got {args.plot}")

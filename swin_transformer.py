@@ -16,6 +16,8 @@ import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
 
+from errors import UsageError
+
 def truncated_normal(std):
     """N(0, std) cut at +-2 std, as the release's TruncatedNormal(std=.02) was on Paddle 2.x.
     Paddle 3 added bounds a, b in absolute units with defaults -2, 2, which at std 0.02 cut
@@ -388,8 +390,27 @@ class SwinTransformer(nn.Layer):
         return self.fc(x) if self.fc is not None else x
 
 
+def check_shape_keys(config):
+    """Stop with the keys at fault when the image cannot be cut into patches and merged stage by
+    stage (e.g. config.py's release defaults, PATCH_SIZE 16, used without the Swin YAML's 4)."""
+    m, size = config.MODEL, config.DATA.IMAGE_SIZE
+    fix = "pass -cfg configs/swin_small_patch4_window7_224.yaml (the release's Swin-S) or a config built on it"
+    if m.PATCH_SIZE < 1 or size % m.PATCH_SIZE:
+        raise UsageError(f"DATA.IMAGE_SIZE {size} is not a multiple of MODEL.PATCH_SIZE {m.PATCH_SIZE}: {fix}")
+    sides = [size // m.PATCH_SIZE]
+    for _ in range(len(m.STAGE_DEPTHS) - 1):
+        if sides[-1] % 2:
+            chain = ' -> '.join(map(str, sides)) + f" -> {sides[-1] / 2:g}"
+            raise UsageError(
+                f"DATA.IMAGE_SIZE {size} / MODEL.PATCH_SIZE {m.PATCH_SIZE} gives {sides[0]}x{sides[0]} "
+                f"patches, which the {len(m.STAGE_DEPTHS) - 1} patch mergings of MODEL.STAGE_DEPTHS "
+                f"cannot halve ({chain}); {fix}")
+        sides.append(sides[-1] // 2)
+
+
 def build_swin(config):
     """The Swin model that `config` (see config.py) describes."""
+    check_shape_keys(config)
     m = config.MODEL
     return SwinTransformer(
         image_size=config.DATA.IMAGE_SIZE, patch_size=m.PATCH_SIZE,

@@ -71,7 +71,12 @@ def load_predictions(path, expected):
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: predictions file not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+    except ValueError as err:
+        if 'pickled' in str(err):  # numpy's message advises unsafe loading: never
+            raise InputError(f"{path}: cannot read predictions file: not an .npz archive (a "
+                             ".pdparams checkpoint?); pass the predictions.npz that -eval writes") from None
+        raise InputError(f"{path}: cannot read predictions file ({err})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise InputError(f"{path}: cannot read predictions file ({err})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise InputError(f"{path}: not a .npz predictions file (expected keys paths, logits, "

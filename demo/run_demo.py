@@ -25,7 +25,7 @@ import cpu_env  # noqa: E402,F401  (threads and MKL before paddle loads)
 from config import get_config  # noqa: E402
 from demo.check_swin import swin_small_and_release_checkpoint  # noqa: E402
 from demo.make_demo_data import make_demo_data  # noqa: E402
-from plots import plot_training_curves  # noqa: E402
+from instruments import CURVES_NAME  # noqa: E402
 
 DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo_tiny.yaml')
 MODELS = ('coarse', 'negative')
@@ -133,8 +133,10 @@ def main(argv=None):
         if os.path.isfile(done) and os.path.getmtime(done) >= os.path.getmtime(weights):
             print(f"already evaluated: {os.path.relpath(done, ROOT)}")
             continue
+        # -overwrite: these predictions are older than the weights (or incomplete).
         run([python, 'main_single_gpu.py', '-cfg', DEMO_CONFIG, '-class_type', class_type, '-eval',
-             '-pretrained', weights, '-data_folder', aligned, '-anno_folder', annotations, '-output', eval_dir])
+             '-pretrained', weights, '-data_folder', aligned, '-anno_folder', annotations, '-output', eval_dir,
+             '-overwrite'])
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = step('6/6 Smooth Predicting and coarse-to-fine fusion, both modes searched on the validation videos')
@@ -176,8 +178,8 @@ def report(work, out, submission):
         with open(os.path.join(work, f'eval_{class_type}', 'metrics.json'), encoding='utf-8') as f:
             scores = json.load(f)['scores']
         rows[class_type] = scores
-        with open(os.path.join(work, f'train_{class_type}', 'history.json'), encoding='utf-8') as f:
-            plot_training_curves(os.path.join(out, f'training_curves_{class_type}.png'), json.load(f))
+        shutil.copyfile(os.path.join(work, f'train_{class_type}', CURVES_NAME),
+                        os.path.join(out, f'training_curves_{class_type}.png'))
     with open(os.path.join(submission, 'metrics.json'), encoding='utf-8') as f:
         fused = json.load(f)
     for name in os.listdir(submission):

@@ -11,7 +11,7 @@ from errors import UsageError
 from fileio import check_writable_dir, is_inside
 from preprocess import pipeline, shards
 from preprocess.faceloop import VIDEO_FAILURES, Detector, default_workers, torch_device, video_failure
-from preprocess.faces import FaceSettings
+from preprocess.faces import FACE_FLAGS, FaceSettings
 from labels import read_video_list
 from launch_env import processes_on_this_machine
 from preprocess.jobs import PlanError, find_videos, plan_jobs
@@ -22,6 +22,8 @@ FACE_FIELDS = ('mode', 'image_size', 'margin', 'min_prob', 'min_face_size', 'jpe
 # The face flags' names before they were unified with predict_video.py's; still accepted. -batch_size
 # is the training batch in every other tool, hence the warning when it is used here.
 OLD_FACE_FLAGS = {'mode': '-mode', 'image_size': '-image_size', 'detect_batch': '-batch_size'}
+# Settings that change only the speed, not the faces written.
+SPEED_ONLY = ('detect_batch',)
 
 
 def parse_args(argv=None):
@@ -52,6 +54,9 @@ def parse_args(argv=None):
     parser.add_argument('-device', default='cpu', help='cpu or gpu (or gpu:N) for face detection, '
                         'as in every tool (cuda, cuda:N: the old spellings)')
     FaceSettings.add_arguments(parser, FACE_FIELDS, OLD_FACE_FLAGS)
+    parser.add_argument('-overwrite', action='store_true',
+                        help='redo every output, also finished ones (needed when the face settings '
+                             'differ from those a finished output was made with)')
     parser.add_argument('-system_ffmpeg', action='store_true',
                         help="use the system's ffmpeg if present instead of imageio-ffmpeg's")
     args = parser.parse_args(argv)
@@ -67,6 +72,27 @@ def parse_args(argv=None):
     except ValueError as err:
         parser.error(str(err))
     return args
+
+
+def settings_differences(recorded, settings):
+    """'-flag recorded -> now' for every face setting that changes the faces written."""
+    now = settings.as_dict()
+    return [f"{FACE_FLAGS.get(field, '-' + field)} {recorded.get(field)!r} -> {now[field]!r}"
+            for field in now if field not in SPEED_ONLY and recorded.get(field) != now[field]]
+
+
+def check_settings(out_dir, names, settings):
+    """Refuse to add outputs made with other face settings beside finished ones: one folder would
+    then hold two kinds of faces, and skipping them would hide that the settings changed."""
+    for name in names:
+        manifest = pipeline.read_manifest(out_dir, name) if pipeline.is_done(out_dir, name) else None
+        if manifest is None or 'settings' not in manifest:
+            continue
+        changed = settings_differences(manifest['settings'], settings)
+        if changed:
+            raise UsageError(f"OUT_DIR {out_dir}: {name} was made with other face settings "
+                             f"({', '.join(changed)}); add -overwrite to redo every output with the "
+                             "new ones, or choose another OUT_DIR")
 
 
 def frame_count_mismatches(names, label_counts, frames_of):
@@ -92,7 +118,9 @@ def preprocess_videos(argv=None):
     console.setup(logging.getLogger('preprocess'))
     plan = plan_run(args)
     share = this_share(args, plan)
-    todo, finished = pending_work(args.out_dir, share.jobs)
+    if not args.overwrite:
+        check_settings(args.out_dir, [name for _, outputs in share.jobs for name in outputs], args.settings)
+    todo, finished = pending_work(args.out_dir, share.jobs, args.overwrite)
     results = process_videos(args, plan, share, todo, finished)
     return report(args, plan, share, finished, results)
 
@@ -144,11 +172,13 @@ def this_share(args, plan):
     return Share(jobs, failures, device, local_processes, f"shard {shard.index}/{shard.count}: ", shard)
 
 
-def pending_work(out_dir, jobs):
-    """(todo: [(video path, {output: side})] not finished yet, finished: output names already done)."""
+def pending_work(out_dir, jobs, overwrite=False):
+    """(todo: [(video path, {output: side})] not finished yet (every one with `overwrite`),
+    finished: output names already done)."""
     todo, finished = [], []
     for path, outputs in jobs:
-        pending = {name: side for name, side in outputs.items() if not pipeline.is_done(out_dir, name)}
+        pending = {name: side for name, side in outputs.items()
+                   if overwrite or not pipeline.is_done(out_dir, name)}
         finished += [name for name in outputs if name not in pending]
         if pending:
             todo.append((path, pending))
@@ -167,13 +197,16 @@ def process_videos(args, plan, share, todo, finished):
               f"device {share.device}, {workers} worker process(es)", file=sys.stderr)
         with Detector(args.settings, device=share.device, workers=workers,
                       torch_threads=max(1, cores // max(1, workers))) as detector:
-            overall = tqdm(todo, desc='videos', unit='video', position=0)
+            overall = console.progress(todo, desc='videos', unit='video', position=0)
             for path, outputs in overall:
                 try:
                     summaries = process_one(args, plan, detector, path, outputs)
                 except VIDEO_FAILURES as err:
                     share.failures.append(video_failure(', '.join(outputs), err, detector))
                     continue
+                if not console.stderr_is_terminal():  # no bars in a log: one line per video
+                    tqdm.write(f"{', '.join(outputs)}: {sum(s['faces'] for s in summaries.values())} faces in "
+                               f"{next(iter(summaries.values()))['frames']} frames", file=sys.stderr)
                 for name, summary in summaries.items():
                     results['done'] += 1
                     results['faces'] += summary['faces']
@@ -192,8 +225,8 @@ def process_one(args, plan, detector, path, outputs):
     total = probe_frame_count(path, prefer_system=args.system_ffmpeg)
     extra = {name: {'annotation_frames': plan.label_counts[name]}
              for name in outputs if name in plan.label_counts}
-    with tqdm(total=total or None, desc=', '.join(outputs)[:40], unit='frame', position=1,
-              leave=False) as bar:
+    with console.progress(total=total or None, desc=', '.join(outputs)[:40], unit='frame', position=1,
+                          leave=False) as bar:
         return pipeline.process_video(path, args.out_dir, outputs, detector=detector,
                                       prefer_system_ffmpeg=args.system_ffmpeg, progress=bar.update,
                                       manifest_extra=extra)

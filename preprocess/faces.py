@@ -250,7 +250,14 @@ class FaceAligner:
         # On CPU, one MTCNN call per frame: stacking frames into one call measured slower per
         # frame than separate calls (benchmarks/RESULTS.md).
         batched = not str(self.device).startswith('cpu')
-        if batched and len({frame.shape for frame in frames}) == 1:
+        # MTCNN's image pyramid is empty (and torch.cat fails) for a frame smaller than the
+        # smallest face it looks for: such a frame has no face.
+        small = [min(frame.shape[:2]) < self.settings.min_face_size for frame in frames]
+        if any(small):
+            results = [(None, None, None) if tiny else self.mtcnn.detect(frame, landmarks=True)
+                       for frame, tiny in zip(frames, small)]
+            boxes, probs, points = zip(*results)
+        elif batched and len({frame.shape for frame in frames}) == 1:
             boxes, probs, points = self.mtcnn.detect(np.stack(frames), landmarks=True)
         else:
             results = [self.mtcnn.detect(frame, landmarks=True) for frame in frames]

@@ -97,7 +97,7 @@ def _output_size(stderr_lines):
         if line.startswith('Output #0'):
             in_output = True
         elif in_output:
-            match = re.search(r'Video: rawvideo.*?, (\d{2,5})x(\d{2,5})', line)
+            match = re.search(r'Video: rawvideo.*?, (\d{1,5})x(\d{1,5})', line)
             if match:
                 return int(match.group(1)), int(match.group(2))
     return None

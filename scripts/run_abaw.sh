@@ -67,9 +67,21 @@ fi
 fail() { echo "error: $*" >&2; exit 2; }
 [ -d "$DATA_FOLDER" ] || fail "DATA_FOLDER $DATA_FOLDER: folder does not exist"
 [ -z "$ANNO_FOLDER" ] || [ -d "$ANNO_FOLDER" ] || fail "ANNO_FOLDER $ANNO_FOLDER: folder does not exist"
+if [ -z "$ANNO_FOLDER" ]; then
+  [ "$MODE" = eval ] || fail "ANNO_FOLDER is empty: training needs the annotations"
+  case " $* " in
+    *" -video_list "*|*" --video_list "*) ;;
+    *) fail "ANNO_FOLDER is empty: evaluating videos without annotations needs -video_list FILE (one video name a line)" ;;
+  esac
+fi
 # An exported model is named by its prefix (PREFIX.json or PREFIX.pdmodel beside PREFIX.pdiparams).
+if [ "$MODE" = train ]; then
+  weights_hint="where to get it: docs/weights.md; PRETRAINED= (empty) trains from scratch"
+else
+  weights_hint="train the model first, or set PRETRAINED to the checkpoint to evaluate"
+fi
 [ -z "$PRETRAINED" ] || [ -e "$PRETRAINED" ] || [ -e "$PRETRAINED.pdiparams" ] \
-  || fail "PRETRAINED $PRETRAINED: file does not exist"
+  || fail "PRETRAINED $PRETRAINED: file does not exist ($weights_hint)"
 [ -f "$CFG" ] || fail "CFG $CFG: file does not exist"
 case "$AMP" in 0|1) ;; *) fail "AMP must be 1 or 0, not '$AMP'" ;; esac
 NNODES=${NNODES:-1}
@@ -108,6 +120,12 @@ if [ -n "$PRETRAINED" ]; then set -- -pretrained "$PRETRAINED" "$@"; fi
 if [ -n "$ANNO_FOLDER" ]; then set -- -anno_folder "$ANNO_FOLDER" "$@"; fi
 set -- -cfg "$CFG" -dataset ABAW -batch_size "$BATCH_SIZE" -data_folder "$DATA_FOLDER" \
   -class_type "$CLASS_TYPE" -output "$OUTPUT" -device "$DEVICE" "$@"
+
+# paddle.distributed.launch imports Paddle before any of this project's code could filter its
+# import-time warning that ccache (a compiler cache for custom ops; nothing here compiles any) is
+# missing: without this the line would open every run. A PYTHONWARNINGS of your own is kept.
+PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::UserWarning:paddle.utils.cpp_extension.extension_utils}
+export PYTHONWARNINGS
 
 if [ "$LAYOUT" = single ]; then
   if [ "$DEVICE" = gpu ]; then CUDA_VISIBLE_DEVICES=${GPUS%%,*}; export CUDA_VISIBLE_DEVICES; fi

@@ -33,12 +33,13 @@ def test_plots_draw_the_data_at_their_size_and_write_png_atomically(tmp_path, mo
                   truth=[0, -1, 1, 1, 4, 2], title='video')
     plot_confusion(tmp_path / 'confusion.png', [[2, 1], [0, 3]], ['x', 'y'], 'cm')
     plot_training_curves(tmp_path / 'curves.png', [
-        {'epoch': 1, 'train_loss': 1.0, 'val_loss': 1.2, 'val_acc': 0.3, 'val_macro_f1': 0.2},
-        {'epoch': 2, 'train_loss': 0.7, 'val_loss': None}])
+        {'epoch': 1, 'train_loss': 1.0, 'lr': 1e-4, 'val_loss': 1.2, 'val_acc': 0.3, 'val_macro_f1': 0.2,
+         'val_per_class_f1': {'x': 0.1, 'y': 0.3}},
+        {'epoch': 2, 'train_loss': 0.7, 'lr': 5e-5, 'val_loss': None}])
     names = sorted(os.listdir(tmp_path))
     assert names == ['confusion.png', 'curves.png', 'timeline.png']  # no temporary leftovers
     sizes = {name: Image.open(tmp_path / name).size for name in names}
-    assert sizes == {'timeline.png': (1200, 600), 'curves.png': (1100, 400), 'confusion.png': (400, 400)}
+    assert sizes == {'timeline.png': (1200, 600), 'curves.png': (1500, 400), 'confusion.png': (400, 400)}
 
     probabilities, timeline_labels = figures['timeline.png']
     assert probabilities['title'] == 'video' and list(probabilities['lines']) == list(labels.ABAW_CLASSES)
@@ -50,8 +51,10 @@ def test_plots_draw_the_data_at_their_size_and_write_png_atomically(tmp_path, mo
     (confusion,) = figures['confusion.png']
     assert confusion['texts'] == ['2', '1', '0', '3'] and confusion['title'] == 'cm'
     assert (confusion['xlabel'], confusion['ylabel']) == ('predicted', 'true')
-    losses, scores = figures['curves.png']
+    losses, rates, scores = figures['curves.png']
     assert losses['lines'] == {'train_loss': ([1, 2], [1.0, 0.7]), 'val_loss': ([1], [1.2])}
-    assert scores['lines'] == {'val_acc': ([1], [0.3]), 'val_macro_f1': ([1], [0.2])}
+    assert rates['lines'] == {'lr': ([1, 2], [1e-4, 5e-5])}
+    assert scores['lines'] == {'val_acc': ([1], [0.3]), 'val_macro_f1': ([1], [0.2]),
+                               'F1 x': ([1], [0.1]), 'F1 y': ([1], [0.3])}
     with pytest.raises(ValueError):
         plot_training_curves(tmp_path / 'empty.png', [])

@@ -281,7 +281,7 @@ def crossing(clip):
 def test_each_person_gets_their_own_outputs(crossing):
     out = crossing['out']
     assert sorted(os.listdir(out)) == sorted(
-        ['cross_annotated.mp4', 'cross_people.csv']
+        ['cross_annotated.mp4', 'cross_people.csv', 'cross_settings.json']
         + [f'cross_person{k}{suffix}' for k in (1, 2) for suffix in ('.csv', '.txt', '_timeline.png')])
     # The third face (10 frames = 0.4 s) is below -min_track_s.
     people = _read_csv(out / 'cross_people.csv')
@@ -358,3 +358,23 @@ def test_stage_report_says_when_a_stage_had_nothing_to_do():
     assert 'decode 200.0' in line and 'align' not in line.split(';')[2].split('no face')[0]
     with_faces = predict_video.stage_report(100, 50, {**seconds, 'align': 0.5, 'classify': 1.0}, 4.0)
     assert 'align 200.0, classify 100.0 (classify 50.0 faces/s)' in with_faces
+
+
+def test_rerun_with_other_settings_redoes_the_video(clip, predicted, tmp_path, capsys):
+    import json
+    import shutil
+    out = tmp_path / 'out'
+    shutil.copytree(predicted, out)
+    recorded = json.loads((out / 'clip_settings.json').read_text())
+    assert recorded['smoothing']['window'] == 2 and recorded['face']['mode'] == 'align'
+    base = [str(clip['video']), '-output', str(out), '-workers', '0'] + _model_flags(clip)
+    result = predict_video.run(predict_video.build_parser().parse_args(base + ['-window', '8']))
+    assert result['skipped'] == [] and [v['name'] for v in result['done']] == ['clip']
+    assert 'other settings (smoothing.window)' in capsys.readouterr().err
+    assert json.loads((out / 'clip_settings.json').read_text())['smoothing']['window'] == 8
+    result = predict_video.run(predict_video.build_parser().parse_args(base + ['-window', '8']))
+    assert result['skipped'] == ['clip']
+    # Outputs without a record (an older run, or one killed before the record) are redone.
+    (out / 'clip_settings.json').unlink()
+    result = predict_video.run(predict_video.build_parser().parse_args(base + ['-window', '8']))
+    assert [v['name'] for v in result['done']] == ['clip']

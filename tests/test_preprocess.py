@@ -480,3 +480,22 @@ def test_launcher_ranks_equal_one_process(three_clips, tmp_path, capsys, machine
     # Without sharding, everything is found done.
     code, err = run_cli([videos, launched], capsys)
     assert code == 0 and '0 output(s) written, 3 already finished' in err
+
+
+def test_rerun_with_other_face_settings_is_refused_until_overwrite(tmp_path, capsys):
+    videos, out = tmp_path / 'videos', tmp_path / 'out'
+    videos.mkdir()
+    write_face_clip(videos / 'clip.mp4', [True, True, False])
+    assert run_cli([videos, out], capsys)[0] == 0
+    marker = os.stat(out / 'clip' / '.done').st_mtime_ns
+    # The same settings (and a speed-only one changed): finished, skipped.
+    code, err = run_cli([videos, out, '-detect_batch', '2'], capsys)
+    assert code == 0 and '1 already finished' in err
+    code, err = run_cli([videos, out, '-face_mode', 'crop'], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith('error: '), err
+    assert "-face_mode 'align' -> 'crop'" in lines[0] and '-overwrite' in lines[0]
+    assert os.stat(out / 'clip' / '.done').st_mtime_ns == marker
+    code, err = run_cli([videos, out, '--face_mode', 'crop', '--overwrite'], capsys)
+    assert code == 0, err
+    assert json.loads((out / 'clip' / '.done').read_text())['settings']['mode'] == 'crop'

@@ -121,7 +121,9 @@ def test_user_paths_are_taken_as_given_and_amp_and_python_follow_the_environment
 @pytest.mark.parametrize('variable, value, message', [
     ('DATA_FOLDER', 'no/such/faces', 'DATA_FOLDER no/such/faces: folder does not exist'),
     ('ANNO_FOLDER', 'no/such/annotations', 'ANNO_FOLDER no/such/annotations: folder does not exist'),
-    ('PRETRAINED', 'no/such.pdparams', 'PRETRAINED no/such.pdparams: file does not exist'),
+    ('PRETRAINED', 'no/such.pdparams', 'PRETRAINED no/such.pdparams: file does not exist (where to get '
+                                       'it: docs/weights.md; PRETRAINED= (empty) trains from scratch)'),
+    ('ANNO_FOLDER', '', 'ANNO_FOLDER is empty: training needs the annotations'),
     ('AMP', 'yes', "AMP must be 1 or 0, not 'yes'"),
 ])
 def test_bad_settings_give_the_same_one_line_error_in_every_shell(repo_copy, variable, value, message):
@@ -165,6 +167,16 @@ def test_bad_machine_settings_give_one_line(repo_copy, settings, message):
     out = run_launcher(['sh', str(repo_copy / 'scripts' / 'run_train_single_coarse.sh')], repo_copy,
                        clean_env(NNODES='2', MASTER='h:1'), check=False)
     assert out.returncode == 2 and 'several machines need the run_*_multi_*.sh launchers' in out.stderr
+
+
+def test_evaluating_without_annotations_needs_a_video_list(repo_copy):
+    argv, cwd = invocations(repo_copy, 'run_eval_multi_coarse.sh')[0]
+    out = subprocess.run(argv, cwd=cwd, env=clean_env(ANNO_FOLDER=''), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith('error: ANNO_FOLDER is empty') and \
+        '-video_list' in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+    listed = subprocess.run(argv + ['-video_list', 'test_set.txt'], cwd=cwd, env=clean_env(ANNO_FOLDER=''),
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and '-anno_folder' not in listed.stdout.split(), listed.stderr
 
 
 def test_gpu_launch_gives_each_process_loader_workers(repo_copy):

@@ -199,3 +199,34 @@ def test_anno_folder_is_the_root_as_in_training(tmp_path, capsys):
     assert sp.main(common + ['-output', str(tmp_path / 'train'), '-anno_folder', str(root),
                              '-split', 'Train_Set']) == 2
     assert 'Train_Set/a.txt:1' in capsys.readouterr().err
+
+
+def test_settings_from_applies_the_searched_setting_and_reproduces_its_score(tmp_path):
+    rng = np.random.default_rng(3)
+    videos, anno = {}, {}
+    for v, length in enumerate((40, 30)):
+        truth = np.repeat(rng.integers(0, 8, 4), -(-length // 4))[:length]
+        faces = np.flatnonzero(rng.random(length) > 0.2) + 1
+        noisy = np.where(rng.random(faces.size) < 0.35, rng.integers(0, 8, faces.size), truth[faces - 1])
+        videos[f"vid{v}"], anno[f"vid{v}"] = (faces, noisy), truth
+    coarse, negative, anno_folder = make_inputs(tmp_path, videos, anno=anno)
+    common = ['-coarse', coarse, '-negative', negative, '-anno_folder', anno_folder, '-plot', '0']
+    searched = run_cli(*common, '-output', str(tmp_path / 'search'), '-search')
+    assert searched.returncode == 0, searched.stderr
+    chosen = json.loads((tmp_path / 'search' / 'metrics.json').read_text())['smoothed']
+    applied = run_cli(*common, '-output', str(tmp_path / 'applied'),
+                      '-settings_from', str(tmp_path / 'search' / 'metrics.json'))
+    assert applied.returncode == 0, applied.stderr
+    again = json.loads((tmp_path / 'applied' / 'metrics.json').read_text())['smoothed']
+    assert again == chosen and not (tmp_path / 'applied' / 'search.csv').exists()
+    for name in os.listdir(tmp_path / 'search'):
+        if name.endswith('.txt'):
+            assert (tmp_path / 'applied' / name).read_text() == (tmp_path / 'search' / name).read_text()
+    # The setting comes from one place: the smoothing flags beside it are a usage error.
+    for extra, flag in ((['-window', '8'], '-window'), (['-search'], '-search')):
+        clash = run_cli(*common, '-output', str(tmp_path / 'clash'), *extra,
+                        '-settings_from', str(tmp_path / 'search' / 'metrics.json'))
+        lines = clash.stderr.strip().splitlines()
+        assert clash.returncode == 2 and len(lines) == 1 and flag in lines[0], clash.stderr
+    not_metrics = run_cli(*common, '-output', str(tmp_path / 'x'), '-settings_from', coarse)
+    assert not_metrics.returncode == 2 and 'not a smooth_predict.py metrics.json' in not_metrics.stderr

@@ -83,7 +83,23 @@ def load_torch_file(path):
         from safetensors.numpy import load_file
         return load_file(path)
     import torch
-    return unwrap(torch.load(path, map_location='cpu', weights_only=True))
+    try:
+        return unwrap(torch.load(path, map_location='cpu', weights_only=True))
+    except Exception as err:  # torch raises assorted types for foreign or damaged files
+        if _is_paddle_file(path):
+            raise ConversionError("this is already a Paddle checkpoint: no conversion needed, pass it "
+                                  "to -pretrained as it is") from None
+        # Only the first line of torch's message: the rest advises loading with weights_only=False,
+        # which would run code from an untrusted file.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConversionError(f"not a PyTorch checkpoint that loads as plain tensors ({reason})") from None
+
+
+def _is_paddle_file(path):
+    try:
+        return isinstance(paddle.load(path, return_numpy=True), dict)
+    except Exception:  # any failure means: not a Paddle file
+        return False
 
 
 def main(argv=None):

@@ -16,6 +16,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Paddle's static-graph conversion logs a glog warning for every export that says nothing about
+# the model ("PIR not support input out tensor for now"): errors only, unless the user chose.
+os.environ.setdefault('GLOG_minloglevel', '2')
 import cpu_env  # noqa: E402,F401  (threads / MKL settings before paddle is imported)
 
 import numpy as np  # noqa: E402

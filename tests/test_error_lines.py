@@ -20,7 +20,7 @@ import smooth_predict  # noqa: E402
 from demo.synthetic_video import write_face_clip  # noqa: E402
 from tools import convert_torch_swin  # noqa: E402
 
-from test_predict_video import _save_random_model  # noqa: E402
+from helpers import save_random_classifier  # noqa: E402
 
 
 def one_error_line(capsys):
@@ -32,7 +32,7 @@ def one_error_line(capsys):
 @pytest.fixture(scope='module')
 def tiny_models(tmp_path_factory, tiny_cfg_file):
     root = tmp_path_factory.mktemp('error_lines')
-    weights = {kind: _save_random_model(tiny_cfg_file, kind, str(root / f'{kind}.pdparams'), seed)
+    weights = {kind: save_random_classifier(tiny_cfg_file, kind, str(root / f'{kind}.pdparams'), seed)
                for seed, kind in enumerate(('coarse', 'negative'), start=1)}
     return ['-coarse_cfg', tiny_cfg_file, '-coarse_weights', weights['coarse'],
             '-negative_cfg', tiny_cfg_file, '-negative_weights', weights['negative']], weights

@@ -163,8 +163,8 @@ class WindowMeans:
 # What each setting is called where it is checked: in code, and on the command line.
 _FIELD_NAMES = {'mode': 'smoothing mode', 'fusion': 'fusion mode', 'window': 'window K',
                 'alpha': 'alpha A', 'fused': 'the fused mode'}
-FLAGS = {'mode': '-smooth_on', 'fusion': '-fusion', 'window': '-window', 'alpha': '-alpha',
-         'fused': '-smooth_on fused'}
+SMOOTHING_FLAGS = {'mode': '-smooth_on', 'fusion': '-fusion', 'window': '-window', 'alpha': '-alpha',
+                   'fused': '-smooth_on fused'}
 
 
 def _setting_problem(mode, fusion, window, alpha, names):
@@ -237,7 +237,8 @@ class Smoothing:
     @classmethod
     def from_args(cls, args):
         """The Smoothing the flags of `add_arguments` ask for; a bad one is a UsageError naming it."""
-        problem = _setting_problem(args.smooth_on, args.fusion, args.window, args.alpha, FLAGS)
+        problem = _setting_problem(args.smooth_on, args.fusion, args.window, args.alpha,
+                                   SMOOTHING_FLAGS)
         if problem:
             raise UsageError(problem)
         return cls(args.smooth_on, args.fusion, args.window, args.alpha)

@@ -14,7 +14,7 @@ import math
 import os
 import time
 
-import cpu_env  # noqa: F401  (threading / MKL settings before paddle is imported)
+import cpu_env  # threading / MKL settings before paddle is imported; logged at run start
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -219,6 +219,7 @@ def start_run(config, output_given, distributed):
         check_writable_dir(output_dir)
         checkpoints.claim_output_dir(output_dir)
     logger = make_logger(output_dir if rank == 0 else None, rank)
+    logger.info(cpu_env.describe())
     device = setup_device(config, logger)
     ctx = RunContext(config, output_dir, rank, world_size, logger, device)
     if rank == 0:

@@ -48,9 +48,9 @@ def calibration_images(folders, config, limit=CALIBRATION_IMAGES):
 
 
 class _Batches:
-    """onnxruntime.quantization.CalibrationDataReader over an image array, 8 images at a time."""
+    """onnxruntime.quantization.CalibrationDataReader over an image array, a few images at a time."""
 
-    def __init__(self, input_name, images, batch=8):
+    def __init__(self, input_name, images, batch=4):
         self._items = iter([{input_name: images[i:i + batch]} for i in range(0, len(images), batch)])
 
     def get_next(self):

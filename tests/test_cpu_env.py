@@ -98,3 +98,18 @@ def test_launched_workers_get_the_same_threads_from_a_shell_and_from_a_tool(tmp_
     if 'OMP_NUM_THREADS' not in shell:
         expected = str(max(1, cpu_env._available_cores() // 2))
         assert by_hand[0] == {'OMP_NUM_THREADS': expected, 'MKL_NUM_THREADS': expected}
+
+
+def test_benchmark_tables_are_kept_per_kind_of_cpu(tmp_path):
+    from benchmarks.bench_swin import results_section
+    from benchmarks.common import cpu_kind, update_results_section
+    amd_avx2 = {'cpu': 'AMD EPYC', 'cpu_vendor': 'AuthenticAMD', 'cpu_flags': ['avx2']}
+    xeon = {'cpu': 'Intel Xeon', 'cpu_vendor': 'GenuineIntel',
+            'cpu_flags': ['avx2', 'avx512f', 'avx512_vnni', 'amx_bf16', 'amx_int8']}
+    zen5 = {'cpu': 'AMD EPYC', 'cpu_vendor': 'AuthenticAMD', 'cpu_flags': ['avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16']}
+    assert [cpu_kind(i) for i in (amd_avx2, xeon, zen5)] == ['amd_avx2', 'intel_amx', 'amd_avx512_bf16']
+    results = tmp_path / 'RESULTS.md'
+    for info, figure in ((amd_avx2, '1.16x'), (xeon, '1.35x'), (amd_avx2, '1.20x')):
+        update_results_section(results_section(info), f"{info['cpu']}: {figure}", path=str(results))
+    text = results.read_text()
+    assert 'Intel Xeon: 1.35x' in text and 'AMD EPYC: 1.20x' in text and '1.16x' not in text

@@ -410,6 +410,8 @@ def worker(name):
                 steps[(name, b)] = setup.step(name, b)
                 for _ in range(request['warmup']):
                     steps[(name, b)]()
+        elif request['cmd'] == 'matmul':
+            reply = {'matmul_gflops': matmul_gflops(FRAMEWORK[name])}
         elif request['cmd'] == 'time':
             step = steps[(request['name'], request['batch'])]
             start = time.perf_counter()
@@ -452,10 +454,11 @@ def run_alternating(batch_sizes, rounds, warmup, contenders, torch_env=None):
     prepared = {}
     try:
         for name, w in workers.items():  # one after the other, so set-up does not overlap timing
-            framework = FRAMEWORK[name]
-            reply = w.ask(cmd='prepare', batch_sizes=batch_sizes, warmup=warmup,
-                          matmul=framework not in prepared)  # the matmul rate once per framework
-            prepared.setdefault(framework, {}).update(reply)
+            reply = w.ask(cmd='prepare', batch_sizes=batch_sizes, warmup=warmup, matmul=False)
+            prepared.setdefault(FRAMEWORK[name], {}).update(reply)
+        for framework in prepared:  # once every worker is idle: start-up work would share the cores
+            first = next(w for name, w in workers.items() if FRAMEWORK[name] == framework)
+            prepared[framework].update(first.ask(cmd='matmul'))
         keys = [(name, b) for b in batch_sizes for name in contenders]
         calls = {b: max(1, 8 // b) for b in batch_sizes}  # ~8 images per sample even at batch 1
         samples = {key: [] for key in keys}

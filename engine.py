@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-import cpu_env  # noqa: F401  (threading / MKL settings before paddle is imported)
+import cpu_env  # threading / MKL settings before paddle is imported; logged at run start
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -248,6 +248,7 @@ def start_run(config, output_given, distributed, command=None, mode=None, overwr
     logger.write(f"----- world_size = {world_size}, local_rank = {rank} \n----- {config}")
     if removed:
         logger.info(f"-overwrite: removed the earlier run's {', '.join(removed)} from {output_dir}")
+    logger.info(cpu_env.describe())
     device = setup_device(config, logger)
     ctx = RunContext(config, output_dir, rank, world_size, logger, device)
     if rank == 0:

@@ -13,12 +13,13 @@ ONNX Runtime.
 On CPU the exported graph is much faster than eager Paddle (op fusion, oneDNN kernels, no
 per-op dispatch); outputs agree with eager within 1e-4 (tests/test_predictor.py).
 Paddle 3.x writes the program as `<prefix>.json`, Paddle 2.6 as `<prefix>.pdmodel`; both load.
-ONNX files are converted from that program by paddle2onnx; the int8 variant quantizes the
-weights of every MatMul / Gemm with ONNX Runtime's dynamic quantization (activations are
-quantized per batch at run time), measured in benchmarks/RESULTS.md.
+ONNX files are converted from that program by paddle2onnx; the int8 variant runs every MatMul /
+Gemm in int8 (quantize.py: dynamic, or static with calibration images); an export marked bfloat16
+runs oneDNN's bf16 kernels on CPUs that have them. Speeds in benchmarks/RESULTS.md.
 """
 import inspect
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,6 +39,8 @@ PROGRAM_SUFFIXES = ('.json', '.pdmodel')  # Paddle 3.x (PIR), Paddle 2.x
 META_SUFFIX = '.meta.json'
 ONNX_SUFFIX = '.onnx'
 INT8_ONNX_SUFFIX = '.int8.onnx'
+BF16 = 'bfloat16'
+PRECISIONS = ('float32', BF16)
 # The newest opset paddle2onnx 1.3 and 2.1 both write; it has LayerNormalization as one op.
 ONNX_OPSET = 17
 
@@ -128,8 +131,11 @@ def exported_files(path_prefix):
     return None
 
 
-def export_model(model, config, out_prefix):
+def export_model(model, config, out_prefix, precision='float32'):
     """Write `model` (eval mode) as a static graph taking float32 [N, C, S, S] at `out_prefix`.
+
+    precision 'bfloat16' is recorded in the meta data: Predictor then runs the model's oneDNN
+    kernels in bfloat16 where the CPU has bf16 instructions (the stored weights stay float32).
 
     The batch size stays free. Files appear all at once (written to a temporary folder next to
     them, then renamed), so an interrupted export never leaves a half-written predictor behind.
@@ -153,6 +159,8 @@ def export_model(model, config, out_prefix):
                 # What feeding the model takes besides the weights: the validation transform's
                 # settings and the class set, so that an export needs no config (read_settings).
                 **{field: _plain(config_value(config, key)) for field, key in EXPORT_SETTINGS.items()}}
+        if precision != 'float32':
+            meta['precision'] = check_precision(precision)
         with open(os.path.join(tmp, name + META_SUFFIX), 'w') as f:
             json.dump(meta, f, indent=1)
         written = sorted(os.listdir(tmp))
@@ -175,6 +183,12 @@ def read_meta(path_prefix):
         return {}
     with open(path) as f:
         return json.load(f)
+
+
+def check_precision(precision):
+    if precision not in PRECISIONS:
+        raise PredictorError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
 
 
 def _set_onednn(config, enabled):
@@ -204,10 +218,12 @@ class Predictor:
 
     device: 'cpu', 'gpu' or 'gpu:N'. threads: math threads on CPU (default: this process's share
     of the cores, see cpu_env.py). onednn: oneDNN kernels and fusions on CPU (measured ~1.5x
-    faster here than Paddle's plain CPU kernels for Swin-S).
+    faster here than Paddle's plain CPU kernels for Swin-S). precision: 'float32' or 'bfloat16'
+    (default: the export's meta data); bfloat16 runs oneDNN's bf16 kernels on CPUs with
+    AVX512-BF16 or AMX-BF16, and float32 elsewhere (with a warning naming the CPU).
     """
 
-    def __init__(self, path_prefix, device='cpu', threads=None, onednn=True):
+    def __init__(self, path_prefix, device='cpu', threads=None, onednn=True, precision=None):
         files = exported_files(path_prefix)
         if files is None:
             raise PredictorError(
@@ -229,12 +245,29 @@ class Predictor:
         config.switch_ir_optim(True)
         config.disable_glog_info()
         self._on_cpu = device == 'cpu'
+        self.precision = self._choose_precision(check_precision(precision or self.meta.get('precision', 'float32')),
+                                                onednn)
+        if self.precision == BF16:
+            (getattr(config, 'enable_onednn_bfloat16', None) or config.enable_mkldnn_bfloat16)()
         self.backend = (f"paddle.inference {paddle.__version__} on {device}"
-                        + (", oneDNN" if self._on_cpu and onednn else ""))
+                        + (", oneDNN" if self._on_cpu and onednn else "") + f", {self.precision}")
         self._predictor = paddle.inference.create_predictor(config)
         self._first_run = True
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+
+    def _choose_precision(self, wanted, onednn):
+        if wanted != BF16:
+            return wanted
+        info = cpu_env.cpu_info()
+        if not self._on_cpu or not onednn:
+            why = 'bf16 runs through oneDNN on CPU only'
+        elif not cpu_env.has_bf16(info):
+            why = f"this CPU ({info['model']}) has neither AVX512-BF16 nor AMX-BF16"
+        else:
+            return BF16
+        logging.getLogger(__name__).warning("%s: exported for bfloat16, but %s: running float32", self.path_prefix, why)
+        return 'float32'
 
     def __call__(self, images):
         if isinstance(images, paddle.Tensor):
@@ -280,13 +313,13 @@ def _paddle2onnx_export(**kwargs):
     return paddle2onnx.export(**{k: v for k, v in kwargs.items() if k in known})
 
 
-def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
+def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET, int8='dynamic', calibration=None):
     """Convert the exported model at `path_prefix` to ONNX (float32), and optionally to int8.
 
     The model's meta data (classes, image size) travel inside the ONNX file, so a .onnx file is
-    self-contained. int8: ONNX Runtime's dynamic quantization of every MatMul / Gemm weight
-    (symmetric int8); activations are quantized per batch at run time, so no calibration data
-    is needed. Files are written atomically. Returns the paths written.
+    self-contained. int8 (quantize.py): 'dynamic' quantizes activations per batch at run time and
+    needs no data; 'static' fixes their scales from `calibration` (float32 model input, see
+    quantize.calibration_images). Files are written atomically. Returns the paths written.
     """
     files = exported_files(path_prefix)
     if files is None:
@@ -324,13 +357,11 @@ def export_onnx(path_prefix, onnx_file, int8_file=None, opset=ONNX_OPSET):
         onnx.save(model, tmp)
     written.append(onnx_file)
     if int8_file:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from quantize import quantize_onnx
         with atomic_path(int8_file) as tmp, quiet.only_warnings():
-            quantize_dynamic(onnx_file, tmp, op_types_to_quantize=['MatMul', 'Gemm'],
-                             weight_type=QuantType.QInt8)
+            how = quantize_onnx(onnx_file, tmp, int8, calibration)
             model = onnx.load(tmp)
-            _set_onnx_meta(model, dict(meta, precision='int8',
-                                       quantization='dynamic, MatMul/Gemm weights in int8'))
+            _set_onnx_meta(model, dict(meta, precision='int8', quantization=how))
             onnx.save(model, tmp)
         written.append(int8_file)
     return written

@@ -1,7 +1,13 @@
 """Swin-S at 224, CPU: this project (eager, exported predictor, ONNX Runtime float32 and int8,
-training step) vs timm (eager, and on ONNX Runtime).
+bf16, training step) vs timm (eager, bf16 autocast, and on ONNX Runtime).
 
     python benchmarks/bench_swin.py [--quick] [--json PATH] [--batch_sizes 1 8] [--repeats N]
+                                    [--only NAME ...] [--update-results]
+
+The run names its machine (CPU vendor, model and the instruction sets that decide the int8 and
+bf16 kernels); `--update-results` writes its table into benchmarks/RESULTS.md, one table per
+kind of CPU (vendor and best instruction set), so a run on one CPU never overwrites another's.
+The bf16 contenders run only on CPUs with AVX512-BF16 or AMX-BF16.
 
 One invocation runs everything alternately: after a warm-up of every contender, each round
 times one sample of every contender (the order rotates between rounds, so none always runs
@@ -19,8 +25,10 @@ run it (an evaluation does not also train, nor hold a oneDNN predictor next to a
   RESULTS.md before this change (eager training 0.51x timm) were measured with that handicap.
 
 ONNX Runtime contenders: this project's exported model converted by paddle2onnx (predictor.export_onnx;
-int8 = ONNX Runtime's dynamic quantization of the MatMul/Gemm weights), and timm's model exported by
-torch.onnx.export here; both run through the same predictor.OnnxPredictor session settings.
+int8 = quantize.py, dynamic, or static calibrated on 16 random images: the speed does not depend on
+what the scales are), and timm's model exported by torch.onnx.export here; both run through the same
+predictor.OnnxPredictor session settings. bf16: this project's export run by paddle.inference with
+oneDNN's bf16 kernels (tools/export_model.py -bf16), and timm under torch.autocast(bfloat16).
 
 Training step = forward, cross-entropy, backward, AdamW update (drop-path 0.3 in both, as in the
 project's config). Peak memory is measured afterwards in a fresh subprocess per contender
@@ -40,27 +48,33 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cpu_env  # noqa: E402,F401  (threads / MKL settings before paddle and torch are imported)
 
-from benchmarks.common import (ROOT, current_rss_mb, load_average, machine_info,  # noqa: E402
+from benchmarks.common import (ROOT, cpu_kind, current_rss_mb, load_average, machine_info,  # noqa: E402
                                machine_markdown, median, peak_rss_mb, update_results_section,
                                write_json)
 
 CONFIG = os.path.join(ROOT, 'configs', 'swin_small_patch4_window7_224.yaml')
 TIMM_NAME = 'swin_small_patch4_window7_224'
 CONTENDERS = ('ours_eager_infer', 'ours_predictor_infer', 'ours_onnx_infer', 'ours_onnx_int8_infer',
-              'timm_infer', 'timm_onnx_infer', 'ours_eager_train', 'timm_train')
+              'ours_onnx_int8_static_infer', 'ours_bf16_infer', 'timm_infer', 'timm_bf16_infer', 'timm_onnx_infer',
+              'ours_eager_train', 'timm_train')
+BF16_CONTENDERS = ('ours_bf16_infer', 'timm_bf16_infer')
 LABELS = {
     'ours_eager_infer': 'this project, eager inference',
     'ours_predictor_infer': 'this project, exported predictor (paddle.inference)',
     'ours_onnx_infer': 'this project, ONNX Runtime float32',
     'ours_onnx_int8_infer': 'this project, ONNX Runtime int8 (dynamic)',
+    'ours_onnx_int8_static_infer': 'this project, ONNX Runtime int8 (static, calibrated)',
+    'ours_bf16_infer': 'this project, exported predictor bf16 (paddle.inference, oneDNN)',
     'timm_infer': 'timm, eager inference',
+    'timm_bf16_infer': 'timm, eager inference, bf16 autocast',
     'timm_onnx_infer': 'timm, ONNX Runtime float32 (torch.onnx.export)',
     'ours_eager_train': 'this project, eager training step',
     'timm_train': 'timm, eager training step',
 }
 TIMM_OF = {'ours_eager_infer': 'timm_infer', 'ours_predictor_infer': 'timm_infer',
            'ours_onnx_infer': 'timm_infer', 'ours_onnx_int8_infer': 'timm_infer',
-           'timm_onnx_infer': 'timm_infer', 'ours_eager_train': 'timm_train'}
+           'ours_onnx_int8_static_infer': 'timm_infer', 'ours_bf16_infer': 'timm_infer',
+           'timm_bf16_infer': 'timm_infer', 'timm_onnx_infer': 'timm_infer', 'ours_eager_train': 'timm_train'}
 # JSON key ratio_<key>_b<batch> = images/s of the first contender / the second, same run.
 KEY_RATIOS = {
     'predictor_vs_timm_infer': ('ours_predictor_infer', 'timm_infer'),
@@ -69,6 +83,9 @@ KEY_RATIOS = {
     'onnx_vs_timm_infer': ('ours_onnx_infer', 'timm_infer'),
     'onnx_vs_timm_onnx_infer': ('ours_onnx_infer', 'timm_onnx_infer'),
     'onnx_int8_vs_timm_infer': ('ours_onnx_int8_infer', 'timm_infer'),
+    'onnx_int8_static_vs_timm_infer': ('ours_onnx_int8_static_infer', 'timm_infer'),
+    'bf16_vs_timm_infer': ('ours_bf16_infer', 'timm_infer'),
+    'bf16_vs_timm_bf16_infer': ('ours_bf16_infer', 'timm_bf16_infer'),
 }
 
 
@@ -128,7 +145,7 @@ class Setup:
         self.export_dir = export_dir
         self._ours = None
         self._ours_optimizer = None
-        self._predictor = None
+        self._predictor = {}
         self._onnx = {}
         self._timm = None
         self._timm_onnx = None
@@ -145,20 +162,25 @@ class Setup:
         self._ours = None
         gc.collect()
 
-    def predictor(self):
-        if self._predictor is None:
+    def predictor(self, precision='float32'):
+        if precision not in self._predictor:
             from predictor import Predictor, export_model
-            prefix = export_model(self.ours(), self.config, os.path.join(self.export_dir, 'swin_s'))
-            self._predictor = Predictor(prefix)
-        return self._predictor
+            prefix = export_model(self.ours(), self.config, os.path.join(self.export_dir, 'swin_s_' + precision),
+                                  precision=precision)
+            self._predictor[precision] = Predictor(prefix)
+        return self._predictor[precision]
 
     def onnx(self, int8):
-        """ONNX Runtime on this project's model: float32, or int8 (dynamic quantization)."""
+        """ONNX Runtime on this project's model: float32 (int8 None), or int8 'dynamic' / 'static'."""
         if int8 not in self._onnx:
+            import numpy as np
+
             from predictor import OnnxPredictor, export_model, export_onnx
             program = export_model(self.ours(), self.config, os.path.join(self.export_dir, 'swin_s'))
             base = os.path.join(self.export_dir, 'swin_s')
-            files = export_onnx(program, base + '.onnx', int8_file=base + '.int8.onnx' if int8 else None)
+            calibration = np.random.RandomState(7).randn(16, 3, 224, 224).astype('float32') if int8 == 'static' else None
+            files = export_onnx(program, base + '.onnx', int8_file=base + '.int8.onnx' if int8 else None,
+                                int8=int8 or 'dynamic', calibration=calibration)
             self._onnx[int8] = OnnxPredictor(files[-1])
         return self._onnx[int8]
 
@@ -184,12 +206,20 @@ class Setup:
         predictor = self.predictor()
         return lambda: predictor(images)
 
+    def _ours_bf16_infer(self, images, labels):
+        predictor = self.predictor('bfloat16')
+        return lambda: predictor(images)
+
     def _ours_onnx_infer(self, images, labels):
-        session = self.onnx(int8=False)
+        session = self.onnx(int8=None)
         return lambda: session(images)
 
     def _ours_onnx_int8_infer(self, images, labels):
-        session = self.onnx(int8=True)
+        session = self.onnx(int8='dynamic')
+        return lambda: session(images)
+
+    def _ours_onnx_int8_static_infer(self, images, labels):
+        session = self.onnx(int8='static')
         return lambda: session(images)
 
     def _ours_eager_train(self, images, labels):
@@ -230,6 +260,17 @@ class Setup:
             model.eval()
             with torch.inference_mode():
                 model(x).numpy()
+        return step
+
+    def _timm_bf16_infer(self, images, labels):
+        import torch
+        model = self.timm()
+        x = torch.from_numpy(images)
+
+        def step():
+            model.eval()
+            with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+                model(x).float().numpy()
         return step
 
     def timm_onnx(self):
@@ -277,8 +318,8 @@ class Setup:
         return step
 
 
-def check_predictor(setup):
-    """Largest |predictor - eager| logit difference on one batch (should be < 1e-4).
+def check_predictor(setup, precision='float32'):
+    """Largest |predictor - eager| logit difference on one batch (float32: should be < 1e-4).
 
     Leaves only the predictor loaded, as in an evaluation through an exported model.
     """
@@ -289,9 +330,22 @@ def check_predictor(setup):
     model.eval()
     with paddle.no_grad():
         eager = model(paddle.to_tensor(images)).numpy()
-    predictor = setup.predictor()
+    predictor = setup.predictor(precision)
     setup.drop_eager_model()
     return float(np.abs(predictor(images) - eager).max())
+
+
+def check_timm_bf16(setup):
+    """Largest |bf16 autocast - float32| logit difference of timm's model."""
+    import numpy as np
+    import torch
+    x = torch.from_numpy(np.random.RandomState(1).randn(2, 3, 224, 224).astype('float32'))
+    model = setup.timm().eval()
+    with torch.inference_mode():
+        eager = model(x).numpy()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(x).float().numpy()
+    return float(np.abs(low - eager).max())
 
 
 def check_onnx(setup, int8):
@@ -322,11 +376,15 @@ def check_timm_onnx(setup):
 
 
 FRAMEWORK = {'ours_eager_infer': 'paddle', 'ours_predictor_infer': 'paddle', 'ours_eager_train': 'paddle',
-             'ours_onnx_infer': 'paddle', 'ours_onnx_int8_infer': 'paddle',
-             'timm_infer': 'torch', 'timm_train': 'torch', 'timm_onnx_infer': 'torch'}
+             'ours_onnx_infer': 'paddle', 'ours_onnx_int8_infer': 'paddle', 'ours_onnx_int8_static_infer': 'paddle',
+             'ours_bf16_infer': 'paddle', 'timm_infer': 'torch', 'timm_bf16_infer': 'torch', 'timm_train': 'torch',
+             'timm_onnx_infer': 'torch'}
 CHECKS = {'ours_predictor_infer': ('predictor_max_abs_diff', check_predictor),
-          'ours_onnx_infer': ('onnx_max_abs_diff', lambda setup: check_onnx(setup, False)),
-          'ours_onnx_int8_infer': ('onnx_int8_max_abs_diff', lambda setup: check_onnx(setup, True)),
+          'ours_bf16_infer': ('bf16_max_abs_diff', lambda setup: check_predictor(setup, 'bfloat16')),
+          'ours_onnx_infer': ('onnx_max_abs_diff', lambda setup: check_onnx(setup, None)),
+          'ours_onnx_int8_infer': ('onnx_int8_max_abs_diff', lambda setup: check_onnx(setup, 'dynamic')),
+          'ours_onnx_int8_static_infer': ('onnx_int8_static_max_abs_diff', lambda setup: check_onnx(setup, 'static')),
+          'timm_bf16_infer': ('timm_bf16_max_abs_diff', check_timm_bf16),
           'timm_onnx_infer': ('timm_onnx_max_abs_diff', check_timm_onnx)}
 MARK = '@@bench_swin@@ '
 
@@ -352,6 +410,8 @@ def worker(name):
                 steps[(name, b)] = setup.step(name, b)
                 for _ in range(request['warmup']):
                     steps[(name, b)]()
+        elif request['cmd'] == 'matmul':
+            reply = {'matmul_gflops': matmul_gflops(FRAMEWORK[name])}
         elif request['cmd'] == 'time':
             step = steps[(request['name'], request['batch'])]
             start = time.perf_counter()
@@ -394,10 +454,11 @@ def run_alternating(batch_sizes, rounds, warmup, contenders, torch_env=None):
     prepared = {}
     try:
         for name, w in workers.items():  # one after the other, so set-up does not overlap timing
-            framework = FRAMEWORK[name]
-            reply = w.ask(cmd='prepare', batch_sizes=batch_sizes, warmup=warmup,
-                          matmul=framework not in prepared)  # the matmul rate once per framework
-            prepared.setdefault(framework, {}).update(reply)
+            reply = w.ask(cmd='prepare', batch_sizes=batch_sizes, warmup=warmup, matmul=False)
+            prepared.setdefault(FRAMEWORK[name], {}).update(reply)
+        for framework in prepared:  # once every worker is idle: start-up work would share the cores
+            first = next(w for name, w in workers.items() if FRAMEWORK[name] == framework)
+            prepared[framework].update(first.ask(cmd='matmul'))
         keys = [(name, b) for b in batch_sizes for name in contenders]
         calls = {b: max(1, 8 // b) for b in batch_sizes}  # ~8 images per sample even at batch 1
         samples = {key: [] for key in keys}
@@ -442,7 +503,8 @@ def measure_memory(names, batch_sizes):
 
 
 def report(results, info):
-    lines = ["## Swin-S 224, CPU, float32 unless marked int8 (`benchmarks/bench_swin.py`)", "", machine_markdown(info)]
+    """The RESULTS.md section of this run: its CPU's table."""
+    lines = [f"## Swin-S 224 on {cpu_heading(info)} (`benchmarks/bench_swin.py`)", "", machine_markdown(info)]
     load = results['load_average_at_end']
     lines.append(f"Each contender in its own worker process, timed alternately: {results['rounds']} rounds "
                  f"(median reported), warm-up {results['warmup']} per contender. PyTorch worker environment: "
@@ -470,17 +532,30 @@ def report(results, info):
               + ', '.join(f"{f} {r:.0f} GFLOP/s" for f, r in limit['matmul_gflops'].items()) + " -> at most "
               f"{limit['inference_images_per_s']:.1f} images/s inference, "
               f"{limit['training_images_per_s']:.1f} images/s training (3x forward).", ""]
+    if results['skipped']:
+        lines.append(f"Not run on this CPU: {', '.join(results['skipped'])} (no AVX512-BF16 / AMX-BF16).\n")
     lines.append("Key ratios (same run): " + ', '.join(
         f"`ratio_{k}_b{b}` = {results[f'ratio_{k}_b{b}']:.2f}" for b in results['batch_sizes'] for k in KEY_RATIOS
         if results.get(f'ratio_{k}_b{b}') is not None))
     if results.get('max_abs_logit_diff_to_eager'):
-        lines.append("\nMax |logit difference| to the same model run eagerly (random input, batch 2): " + ', '.join(
-            f"{key.replace('_max_abs_diff', '')} {value:.2e}"
-            for key, value in results['max_abs_logit_diff_to_eager'].items()))
+        lines.append("\nMax |logit difference| to the same model run eagerly in float32 (random input, batch 2): "
+                     + ', '.join(f"{key.replace('_max_abs_diff', '')} {value:.2e}"
+                                 for key, value in results['max_abs_logit_diff_to_eager'].items()))
     return '\n'.join(lines) + '\n'
 
 
-def main(argv=None):
+def cpu_heading(info):
+    return f"{info['cpu']} ({info['cpu_vendor'] or 'vendor unknown'}; {' '.join(info['cpu_flags']) or 'no AVX2'})"
+
+
+def results_section(info):
+    """RESULTS.md keeps one bench_swin table per kind of CPU: vendor and best instruction set."""
+    return f"bench_swin_{cpu_kind(info)}"
+
+
+# --- the steps of a run ------------------------------------------------------------------------
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='5 rounds, 1 warm-up (default 7 rounds, 2 warm-ups)')
     parser.add_argument('--json', metavar='PATH', help='also write the figures as JSON here')
@@ -488,7 +563,8 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, help='alternating rounds (median taken; at least 5)')
     parser.add_argument('--only', nargs='+', choices=CONTENDERS, help='time only these contenders')
     parser.add_argument('--no_memory', action='store_true', help='skip the per-contender memory subprocesses')
-    parser.add_argument('--no_results_md', action='store_true', help='do not rewrite benchmarks/RESULTS.md')
+    parser.add_argument('--update-results', '--update_results', dest='update_results', action='store_true',
+                        help="write this run's table into benchmarks/RESULTS.md (the table of this kind of CPU)")
     parser.add_argument('--timm_wait_policy', choices=('passive', 'default'), default='default',
                         help="OMP_WAIT_POLICY for PyTorch's threads. default (the default) runs timm as "
                              "its users do, the fair peer on a quiet machine; passive makes idle threads "
@@ -497,81 +573,121 @@ def main(argv=None):
     parser.add_argument('--probe', choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument('--probe_batch', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if not (args.worker or args.probe):
+        args.rounds = args.repeats or (5 if args.quick else 7)
+        if args.rounds < 5:
+            parser.error('--repeats: at least 5 rounds, so the median means something')
+    return args
+
+
+def plan_run(args):
+    """What this run times on this machine: the bf16 contenders only where the CPU has bf16."""
+    info = machine_info()
+    print(machine_markdown(info), flush=True)
+    wanted = list(args.only or CONTENDERS)
+    bf16 = cpu_env.has_bf16()
+    contenders = [name for name in wanted if bf16 or name not in BF16_CONTENDERS]
+    skipped = [name for name in wanted if name not in contenders]
+    if skipped:
+        print(f"skipped (this CPU has neither AVX512-BF16 nor AMX-BF16): {', '.join(skipped)}", flush=True)
+    torch_env = {'OMP_WAIT_POLICY': 'PASSIVE'} if args.timm_wait_policy == 'passive' else {}
+    return {'info': info, 'contenders': contenders, 'skipped': skipped, 'torch_env': torch_env,
+            'rounds': args.rounds, 'warmup': 1 if args.quick else 2, 'batch_sizes': args.batch_sizes}
+
+
+def compute_limit(prepared):
+    """The best measured matmul rate over the model's FLOPs: the most any contender could reach."""
+    flops = swin_flops(_config())
+    rates = {f: p['matmul_gflops'] for f, p in prepared.items()}
+    best = max(rates.values())
+    limit = {'forward_gflops_per_image': flops / 1e9, 'matmul_gflops': rates,
+             'inference_images_per_s': best * 1e9 / flops, 'training_images_per_s': best * 1e9 / (3 * flops)}
+    print(f"compute limit: {flops / 1e9:.1f} GFLOPs/image, 2048-square matmul "
+          + ', '.join(f"{f} {r:.0f}" for f, r in rates.items()) + " GFLOP/s -> "
+          f"{limit['inference_images_per_s']:.1f} images/s inference", flush=True)
+    return limit
+
+
+def summarise(plan, samples, prepared):
+    """Medians, ranges, ratios to timm (of medians and per round) and the key ratios of the run."""
+    differences = {key: p[key] for p in prepared.values() for key, _ in CHECKS.values() if key in p}
+    results = {'machine': plan['info'], 'timm_env': plan['torch_env'], 'rounds': plan['rounds'],
+               'warmup': plan['warmup'], 'batch_sizes': plan['batch_sizes'], 'contenders': plan['contenders'],
+               'skipped': plan['skipped'], 'compute_limit': compute_limit(prepared),
+               'predictor_max_abs_diff': differences.get('predictor_max_abs_diff'),
+               'max_abs_logit_diff_to_eager': differences, 'load_average_at_end': load_average(),
+               'images_per_s': {}, 'range': {}, 'samples': {}, 'ratios': {}, 'round_ratio_medians': {}}
+    rates = results['images_per_s']
+    for (name, b), values in samples.items():
+        key = f"{name}_b{b}"
+        rates[key] = median(values)
+        results['range'][key] = (min(values), max(values))
+        results['samples'][key] = values
+
+    def per_round(ours, ref, b):
+        # Both were timed in every round, minutes apart at most: the per-round ratios shrug off
+        # a slow stretch of the machine that the medians of rates can straddle.
+        return median([o / t for o, t in zip(samples[(ours, b)], samples[(ref, b)])])
+
+    for b in plan['batch_sizes']:
+        for name in plan['contenders']:
+            ref = TIMM_OF.get(name)
+            if ref and (ref, b) in samples:
+                results['ratios'][f"{name}_vs_timm_b{b}"] = rates[f"{name}_b{b}"] / rates[f"{ref}_b{b}"]
+                results['round_ratio_medians'][f"{name}_vs_timm_b{b}"] = per_round(name, ref, b)
+    for short, (ours, ref) in KEY_RATIOS.items():
+        for b in plan['batch_sizes']:
+            have = (ours, b) in samples and (ref, b) in samples
+            results[f"ratio_{short}_b{b}"] = rates[f"{ours}_b{b}"] / rates[f"{ref}_b{b}"] if have else None
+            if have:
+                results['round_ratio_medians'][f"{short}_b{b}"] = per_round(ours, ref, b)
+    return results
+
+
+def print_summary(results):
+    for key, value in results['max_abs_logit_diff_to_eager'].items():
+        print(f"{key}: {value:.2e}")
+    print("\nimages/s (median over rounds) and ratio to timm:")
+    for b in results['batch_sizes']:
+        for name in results['contenders']:
+            text = f"  batch {b} {LABELS[name]:<65} {results['images_per_s'][f'{name}_b{b}']:7.2f}"
+            ratio = results['ratios'].get(f"{name}_vs_timm_b{b}")
+            if ratio is not None:
+                text += (f"   {ratio:.2f}x timm (median of per-round ratios "
+                         f"{results['round_ratio_medians'][f'{name}_vs_timm_b{b}']:.2f}x)")
+            print(text)
+    print()
+    for short in KEY_RATIOS:
+        for b in results['batch_sizes']:
+            key = f"ratio_{short}_b{b}"
+            if results.get(key) is not None:
+                print(f"{key:<40} = {results[key]:.3f} (median of per-round ratios "
+                      f"{results['round_ratio_medians'][f'{short}_b{b}']:.3f})")
+    sys.stdout.flush()
+
+
+def save(results, args):
+    if args.json:
+        write_json(args.json, results)
+    if args.update_results:
+        section = results_section(results['machine'])
+        update_results_section(section, report(results, results['machine']))
+        print(f"wrote the {section} table of {os.path.relpath(os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.worker:
         return worker(args.worker)
     if args.probe:
         return memory_probe(args.probe, args.probe_batch)
-
-    rounds = args.repeats or (5 if args.quick else 7)
-    if rounds < 5:
-        parser.error('--repeats: at least 5 rounds, so the median means something')
-    warmup = 1 if args.quick else 2
-    contenders = list(args.only or CONTENDERS)
-    info = machine_info()
-    print(machine_markdown(info), flush=True)
-
-    config = _config()
-    flops = swin_flops(config)
-    torch_env = {'OMP_WAIT_POLICY': 'PASSIVE'} if args.timm_wait_policy == 'passive' else {}
-    samples, prepared = run_alternating(args.batch_sizes, rounds, warmup, contenders, torch_env)
-    rates = {f: p['matmul_gflops'] for f, p in prepared.items()}
-    best = max(rates.values())
-    compute_limit = {'forward_gflops_per_image': flops / 1e9, 'matmul_gflops': rates,
-                     'inference_images_per_s': best * 1e9 / flops,
-                     'training_images_per_s': best * 1e9 / (3 * flops)}
-    print(f"compute limit: {flops / 1e9:.1f} GFLOPs/image, 2048-square matmul "
-          + ', '.join(f"{f} {r:.0f}" for f, r in rates.items()) + " GFLOP/s -> "
-          f"{compute_limit['inference_images_per_s']:.1f} images/s inference", flush=True)
-    differences = {key: p[key] for p in prepared.values() for key, _ in CHECKS.values() if key in p}
-    for key, value in differences.items():
-        print(f"{key}: {value:.2e}", flush=True)
-    diff = differences.get('predictor_max_abs_diff')
-
-    results = {'machine': info, 'timm_env': torch_env, 'rounds': rounds, 'warmup': warmup, 'batch_sizes': args.batch_sizes,
-               'contenders': contenders, 'compute_limit': compute_limit, 'predictor_max_abs_diff': diff,
-               'max_abs_logit_diff_to_eager': differences,
-               'load_average_at_end': load_average(), 'images_per_s': {}, 'range': {}, 'samples': {},
-               'ratios': {}, 'round_ratio_medians': {}}
-    for (name, b), values in samples.items():
-        key = f"{name}_b{b}"
-        results['images_per_s'][key] = median(values)
-        results['range'][key] = (min(values), max(values))
-        results['samples'][key] = values
-    print("\nimages/s (median over rounds) and ratio to timm:")
-    for b in args.batch_sizes:
-        for name in contenders:
-            key = f"{name}_b{b}"
-            ours = results['images_per_s'][key]
-            ref = TIMM_OF.get(name)
-            text = f"  batch {b} {LABELS[name]:<55} {ours:7.2f}"
-            if ref and f"{ref}_b{b}" in results['images_per_s']:
-                ratio = ours / results['images_per_s'][f"{ref}_b{b}"]
-                results['ratios'][f"{name}_vs_timm_b{b}"] = ratio
-                # Both were timed in every round, minutes apart at most: the per-round ratios
-                # shrug off a slow stretch of the machine that the medians of rates can straddle.
-                per_round = median([o / t for o, t in zip(samples[(name, b)], samples[(ref, b)])])
-                results['round_ratio_medians'][f"{name}_vs_timm_b{b}"] = per_round
-                text += f"   {ratio:.2f}x timm (median of per-round ratios {per_round:.2f}x)"
-            print(text)
-    print()
-    rates = results['images_per_s']
-    for short, (ours, ref) in KEY_RATIOS.items():
-        for b in args.batch_sizes:
-            have = f"{ours}_b{b}" in rates and f"{ref}_b{b}" in rates
-            key = f"ratio_{short}_b{b}"
-            results[key] = rates[f"{ours}_b{b}"] / rates[f"{ref}_b{b}"] if have else None
-            if have:
-                per_round = median([o / t for o, t in zip(samples[(ours, b)], samples[(ref, b)])])
-                results['round_ratio_medians'][f"{short}_b{b}"] = per_round
-                print(f"{key:<36} = {results[key]:.3f} (median of per-round ratios {per_round:.3f})")
-    sys.stdout.flush()
-
-    results['memory'] = {} if args.no_memory else measure_memory(contenders, args.batch_sizes)
-    if args.json:
-        write_json(args.json, results)
-    if not args.no_results_md:
-        update_results_section('bench_swin', report(results, info))
-        print(f"wrote {os.path.relpath(os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))}")
+    plan = plan_run(args)
+    samples, prepared = run_alternating(plan['batch_sizes'], plan['rounds'], plan['warmup'], plan['contenders'],
+                                        plan['torch_env'])
+    results = summarise(plan, samples, prepared)
+    print_summary(results)
+    results['memory'] = {} if args.no_memory else measure_memory(plan['contenders'], plan['batch_sizes'])
+    save(results, args)
     return results
 
 

@@ -11,18 +11,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+import cpu_env  # noqa: E402  (names the CPU; its settings precede paddle and torch anyway)
 RESULTS_MD = os.path.join(ROOT, 'benchmarks', 'RESULTS.md')
 
 
-def _cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
+def cpu_kind(info):
+    """'amd_avx2', 'intel_amx', ...: the vendor and the best of the instruction sets that pick the
+    int8 / bf16 / float32 kernels, which is what makes benchmark figures of two CPUs comparable."""
+    vendor = {'AuthenticAMD': 'amd', 'GenuineIntel': 'intel'}.get(info.get('cpu_vendor'), 'cpu')
+    flags = set(info.get('cpu_flags') or ())
+    for isa, needs in (('amx', 'amx_int8'), ('avx512_bf16', 'avx512_bf16'), ('avx512_vnni', 'avx512_vnni'),
+                       ('avx512', 'avx512f'), ('avx2', 'avx2')):
+        if needs in flags:
+            return f"{vendor}_{isa}"
+    return f"{vendor}_baseline"
 
 
 def load_average():
@@ -34,9 +36,12 @@ def load_average():
 
 def machine_info():
     """What a reader needs to judge the numbers: CPU, cores, versions, date, load, env settings."""
+    cpu = cpu_env.cpu_info()
     info = {
         'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-        'cpu': _cpu_model(),
+        'cpu': cpu['model'],
+        'cpu_vendor': cpu['vendor'],
+        'cpu_flags': [flag for flag in cpu_env.RELEVANT_FLAGS if flag in cpu['flags']],
         'cores_usable': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
         'python': platform.python_version(),
         'platform': platform.platform(),
@@ -61,6 +66,8 @@ def machine_markdown(info):
     env = ' '.join(f"{k}={v}" for k, v in info['env'].items() if v is not None)
     return (f"- Date: {info['date']}\n"
             f"- Machine: {info['cpu']}, {info['cores_usable']} usable core(s); {info['platform']}\n"
+            + (f"- CPU: {info['cpu_vendor'] or 'vendor unknown'}; {' '.join(info['cpu_flags']) or 'no AVX2'} "
+               f"(of {', '.join(cpu_env.RELEVANT_FLAGS)})\n" if 'cpu_flags' in info else '') +
             f"- Load average (1/5/15 min) at start: {load_text} (other jobs share the cores)\n"
             f"- Python {info['python']}; {versions}\n"
             f"- Environment (set by cpu_env.py unless the user set it): {env}\n")

@@ -163,3 +163,45 @@ def test_exports_describe_themselves_a_config_only_fills_in(onnx_models, tmp_pat
     with pytest.raises(PredictorError, match='exported model has 5 classes but the config has 4'):
         predict_video.Model('negative', cfg, weights, cfg_given=False)
     assert OnnxPredictor(weights).meta['mean'] == [0.485, 0.456, 0.406]
+
+
+def test_static_int8_is_calibrated_on_face_images(onnx_models, tmp_path):
+    from quantize import calibration_images
+    from tools.export_model import main
+    size = int(onnx_models['config'].DATA.IMAGE_SIZE)
+    faces = tmp_path / 'aligned' / 'video1'
+    faces.mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(np.random.RandomState(i).randint(0, 255, (size, size, 3), dtype=np.uint8)).save(
+            faces / f'{i:05d}.jpg')
+    out = str(tmp_path / 'static' / 'tiny')
+    assert main(['-cfg', onnx_models['cfg_file'], '-class_type', 'coarse', '-pretrained', onnx_models['checkpoint'],
+                 '-output', out, '-int8', 'static', '-calibration', str(tmp_path / 'aligned')]) == 0
+    graph = onnx.load(out + '.int8.onnx').graph
+    weights = {init.name for init in graph.initializer}
+    ops = [node.op_type for node in graph.node]
+    assert 'QLinearMatMul' in ops and 'DynamicQuantizeLinear' not in ops
+    assert not [n.name for n in graph.node if n.op_type in ('MatMul', 'Gemm') and set(n.input) & weights]
+    predictor = OnnxPredictor(out + '.int8.onnx')
+    assert predictor.meta['quantization'].startswith('static') and '6 calibration images' in predictor.meta['quantization']
+    # Faces like the calibration ones (activation scales hold for the images they came from).
+    images = calibration_images([str(tmp_path / 'aligned')], onnx_models['config'])
+    assert images.shape == (6, 3, size, size)
+    quantized, expected = predictor(images), _eager(onnx_models['model'], images)
+    assert np.corrcoef(quantized.ravel(), expected.ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['-int8', 'static'], '-int8 static: give face images to calibrate on with -calibration DIR'),
+    (['-int8', '-calibration', '.'], '-calibration: only used with -int8 static'),
+    (['-bf16', '-format', 'onnx'], '-bf16: a paddle.inference export'),
+    (['-int8', 'static', '-calibration', 'absent_dir'], '-calibration: absent_dir is not a folder')])
+def test_export_tool_names_wrong_precision_flags(onnx_models, tmp_path, capsys, flags, message):
+    from tools.export_model import main
+    code = None
+    try:
+        code = main(['-cfg', onnx_models['cfg_file'], '-class_type', 'coarse', '-pretrained',
+                     onnx_models['checkpoint'], '-output', str(tmp_path / 'x')] + flags)
+    except SystemExit as stop:
+        code = stop.code
+    assert code == 2 and message in capsys.readouterr().err

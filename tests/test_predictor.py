@@ -132,3 +132,26 @@ def test_predictor_run_leaves_eager_math_threads_alone(exported):
     _config, _model, prefix = exported
     Predictor(prefix)(np.zeros((2, 3, 56, 56), np.float32))
     assert mkl.MKL_Get_Max_Threads() == cpu_env.threads_per_process()
+
+
+def test_bf16_export_runs_bf16_where_the_cpu_has_it_and_float32_elsewhere(exported, tmp_path, monkeypatch, caplog):
+    import cpu_env
+    config, model, prefix = exported
+    bf16_prefix = export_model(model, config, str(tmp_path / 'tiny_bf16'), precision='bfloat16')
+    images = np.random.RandomState(4).randn(2, 3, 56, 56).astype('float32')
+    expected = _eager(model, images)
+    monkeypatch.setattr(cpu_env, 'has_bf16', lambda info=None: False)
+    fallback = Predictor(bf16_prefix, threads=1)
+    assert fallback.precision == 'float32' and 'float32' in fallback.backend
+    assert 'neither AVX512-BF16 nor AMX-BF16: running float32' in caplog.text
+    assert np.abs(fallback(images) - expected).max() < 1e-4
+    monkeypatch.undo()
+    if not cpu_env.has_bf16():  # this CPU cannot run the bf16 kernels
+        pytest.skip('no AVX512-BF16 / AMX-BF16 on this CPU')
+    fast = Predictor(bf16_prefix, threads=1)
+    assert fast.precision == 'bfloat16'
+    logits = fast(images)
+    # bfloat16 keeps 8 bits of mantissa: close to float32, but not equal to it.
+    assert 0 < np.abs(logits - expected).max() < 0.05 * np.abs(expected).max()
+    with pytest.raises(PredictorError, match='precision must be one of'):
+        Predictor(prefix, precision='float16')

@@ -6,7 +6,10 @@
 writes output/coarse_infer.json (Paddle 3; .pdmodel on Paddle 2.6), .pdiparams and .meta.json.
 With `-format onnx` it writes output/coarse_infer.onnx instead (converted by paddle2onnx; the
 meta data are inside it), and with `-int8` also output/coarse_infer.int8.onnx (MatMul / Gemm
-weights quantized to int8 by ONNX Runtime). Pass the prefix or the .onnx file wherever a .pdparams
+layers in int8, quantize.py): `-int8` or `-int8 dynamic` needs no data, `-int8 static -calibration
+DIR` fixes the activation scales from up to 64 face images under DIR (e.g. aligned training
+faces). `-bf16` marks the paddle.inference export to run its oneDNN kernels in bfloat16 on CPUs
+with AVX512-BF16 or AMX-BF16 (elsewhere it says so and runs float32). Pass the prefix or the .onnx file wherever a .pdparams
 is accepted for evaluation (`-eval -pretrained PREFIX`, predict_video.py). -check runs one
 random batch through the eager model and every written model and prints the largest logit
 difference of each (float32: expected below 1e-4).
@@ -27,8 +30,9 @@ import paddle  # noqa: E402
 import console  # noqa: E402
 from checkpoints import load_pretrained  # noqa: E402
 from config import add_common_args, get_config, update_config  # noqa: E402
-from predictor import (INT8_ONNX_SUFFIX, ONNX_SUFFIX, OnnxPredictor, Predictor,  # noqa: E402
+from predictor import (BF16, INT8_ONNX_SUFFIX, ONNX_SUFFIX, OnnxPredictor, Predictor,  # noqa: E402
                        export_model, export_onnx)
+from quantize import INT8_MODES, calibration_images  # noqa: E402
 from swin_transformer import build_swin  # noqa: E402
 
 
@@ -44,11 +48,22 @@ def export(argv=None):
     parser.add_argument('-format', choices=('paddle', 'onnx'), default='paddle',
                         help='paddle: PREFIX.json|.pdmodel + .pdiparams for paddle.inference (default); '
                              'onnx: PREFIX.onnx for ONNX Runtime')
-    parser.add_argument('-int8', action='store_true',
-                        help='also write PREFIX.int8.onnx, MatMul/Gemm weights in int8 (implies -format onnx)')
+    parser.add_argument('-int8', nargs='?', const='dynamic', choices=INT8_MODES,
+                        help='also write PREFIX.int8.onnx, MatMul/Gemm in int8 (implies -format onnx): '
+                             'dynamic (the default) or static (needs -calibration)')
+    parser.add_argument('-calibration', nargs='+', metavar='DIR',
+                        help='-int8 static: folder(s) of aligned face images to fix activation scales on')
+    parser.add_argument('-bf16', action='store_true',
+                        help='paddle.inference export that runs in bfloat16 on CPUs with bf16 instructions')
     args = parser.parse_args(argv)
     if args.int8:
         args.format = 'onnx'
+    if args.calibration and args.int8 != 'static':
+        parser.error('-calibration: only used with -int8 static')
+    if args.int8 == 'static' and not args.calibration:
+        parser.error('-int8 static: give face images to calibrate on with -calibration DIR')
+    if args.bf16 and args.format != 'paddle':
+        parser.error('-bf16: a paddle.inference export (-format paddle), not ONNX')
     if not args.pretrained:
         parser.error('-pretrained: the .pdparams checkpoint to export is required')
     if not args.output:
@@ -66,7 +81,7 @@ def export(argv=None):
     load_pretrained(model, args.pretrained, keep_head=True)
     model.eval()
     if args.format == 'paddle':
-        prefix = export_model(model, config, output)
+        prefix = export_model(model, config, output, precision=BF16 if args.bf16 else 'float32')
         written = {'predictor': (Predictor, prefix)}
     else:
         # The Paddle program is only the converter's input: it goes to a temporary folder.
@@ -74,8 +89,10 @@ def export(argv=None):
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix='.export-onnx-', dir=folder) as tmp:
             program = export_model(model, config, os.path.join(tmp, 'model'))
+            calibration = calibration_images(args.calibration, config) if args.calibration else None
             files = export_onnx(program, output + ONNX_SUFFIX,
-                                int8_file=output + INT8_ONNX_SUFFIX if args.int8 else None)
+                                int8_file=output + INT8_ONNX_SUFFIX if args.int8 else None,
+                                int8=args.int8 or 'dynamic', calibration=calibration)
         written = {'onnx float32': (OnnxPredictor, files[0])}
         if args.int8:
             written['onnx int8'] = (OnnxPredictor, files[1])

@@ -1,0 +1,68 @@
+"""Does each setting cpu_env.py applies help on this CPU? A/B of every setting, same run.
+
+    python benchmarks/bench_cpu_env.py [--rounds N] [--batch 8] [--settings NAME ...]
+
+For each setting, two worker processes of bench_swin.py run the same Swin-S contender (eager
+inference and the eager training step; Paddle's matmul rate is measured once both are ready),
+one with cpu_env's value and one with the library's default, timed alternately in rounds; the
+figure is the median of the per-round ratios (cpu_env's value / default). The default is given
+explicitly, because cpu_env fills in an unset variable: an empty MKL_DEBUG_CPU_TYPE lets MKL
+choose its code path as if unset, KMP_BLOCKTIME=200 is Intel OpenMP's default, and
+FLAGS_use_stride_kernel=1 Paddle's. Prints the figures; RESULTS.md notes are written by hand.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cpu_env  # noqa: E402
+
+from benchmarks.bench_swin import Worker  # noqa: E402
+from benchmarks.common import machine_info, machine_markdown, median  # noqa: E402
+
+# setting: (cpu_env's value on this CPU, the library default written out)
+SETTINGS = {'MKL_DEBUG_CPU_TYPE': ('5', ''), 'KMP_BLOCKTIME': ('1', '200'), 'FLAGS_use_stride_kernel': ('0', '1')}
+CONTENDERS = ('ours_eager_infer', 'ours_eager_train')
+
+
+def ab(setting, values, contender, batch, rounds):
+    """images/s with each value of `setting`, alternating; returns (rates_a, rates_b, matmul_a, matmul_b)."""
+    workers = [Worker(contender, {setting: value}) for value in values]
+    try:
+        for w in workers:
+            w.ask(cmd='prepare', batch_sizes=[batch], warmup=1, matmul=False)
+        # Once both are idle: the first worker's start-up rate would share the cores with the second's import.
+        matmul = [w.ask(cmd='matmul')['matmul_gflops'] for w in workers]
+        rates = ([], [])
+        for r in range(rounds):
+            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                seconds = workers[i].ask(cmd='time', name=contender, batch=batch, calls=1)['seconds']
+                rates[i].append(batch / seconds)
+    finally:
+        for w in workers:
+            w.close()
+    return rates[0], rates[1], matmul[0], matmul[1]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--rounds', type=int, default=6)
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--settings', nargs='+', choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument('--contenders', nargs='+', choices=CONTENDERS, default=list(CONTENDERS))
+    args = parser.parse_args(argv)
+    print(machine_markdown(machine_info()), flush=True)
+    for setting in args.settings:
+        ours, default = SETTINGS[setting]
+        if setting == 'MKL_DEBUG_CPU_TYPE' and cpu_env.cpu_info()['vendor'] != cpu_env.AMD:
+            print(f"{setting}: not set on this (non-AMD) CPU; measuring anyway")
+        for contender in args.contenders:
+            a, b, mm_a, mm_b = ab(setting, (ours, default), contender, args.batch, args.rounds)
+            ratio = median([x / y for x, y in zip(a, b)])
+            print(f"{setting}={ours} vs {setting}={default!r}: {contender} batch {args.batch}: "
+                  f"{median(a):.2f} vs {median(b):.2f} images/s, per-round ratio {ratio:.2f}x; "
+                  f"2048-square matmul {mm_a:.0f} vs {mm_b:.0f} GFLOP/s", flush=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -67,10 +67,11 @@ def log(message):
 STARTED = []
 
 
-def start(cmd, log_path, cwd=ROOT):
+def start(cmd, log_path, cwd=ROOT, env=None):
     """Start cmd in a session of its own (away from the drill's terminal signals)."""
     out = open(log_path, 'wb')
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env)
     out.close()
     STARTED.append(proc)
     return proc
@@ -466,7 +467,16 @@ def start_nodes(data, output, log_dir, epochs, work, tag):
     """Both machines' launchers of one attempt."""
     port = free_port()
     return [start(train_cmd(data, output, log_dir, epochs, launch=node_launch(port, node, log_dir)),
-                  os.path.join(work, f'{tag}_node{node}.log')) for node in (0, 1)]
+                  os.path.join(work, f'{tag}_node{node}.log'), env=shared_machine_env())
+            for node in (0, 1)]
+
+
+def shared_machine_env():
+    """Two "machines" on this one share its cores: each process gets the threads of one
+    2-process launch (cpu_env would give each launcher's single process every core), so that
+    the weights can equal the one-machine run's."""
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    return {**os.environ, 'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads}
 
 
 def worker_of(launcher):

@@ -21,6 +21,10 @@ pytestmark = pytest.mark.slow  # multi-process runs (make test-fast skips them)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MACHINE_ENV = ('NNODES', 'MASTER', 'NODE_RANK')
+# Two "machines" on this one share its cores: each process gets the threads of one 2-process
+# launch (cpu_env would give each launcher's single process every core), so the weights compare.
+_THREADS = str(max(1, len(os.sched_getaffinity(0)) // 2))
+SHARED_MACHINE_THREADS = {'OMP_NUM_THREADS': _THREADS, 'MKL_NUM_THREADS': _THREADS}
 
 
 def script_env(env_changes):
@@ -40,7 +44,7 @@ def run_script_on_two_nodes(name, env_changes, extra):
     results = run_on_two_nodes(
         lambda node, master: ['sh', os.path.join(ROOT, 'scripts', name)] + extra,
         lambda node, master: script_env({**env_changes, 'NPROC': '1', 'NNODES': '2', 'MASTER': master,
-                                         'NODE_RANK': str(node)}))
+                                         'NODE_RANK': str(node), **SHARED_MACHINE_THREADS}))
     for result in results:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return results

@@ -81,7 +81,7 @@ def test_two_process_training_and_evaluation(tmp_path, tiny_config, tiny_cfg_fil
     assert digests([nodes_out / 'launch_logs' / f'node{node}' / 'workerlog.0' for node in (0, 1)]) == ranks
     history = [json.loads((out / 'history.json').read_text()) for out in (train_out, nodes_out)]
     assert history[0] == [{**h, 'train_images_per_s': r['train_images_per_s']} for h, r in zip(history[1], history[0])]
-    steps = int(re.search(r'Step\[\d+/(\d+)\]', (nodes_out / 'log-0.txt').read_text()).group(1))
+    steps = int(re.search(r'Step\[\d+/(\d+)\]', (nodes_out / 'log_0.txt').read_text()).group(1))
     config = configured(get_config(tiny_cfg_file), nodes_out, **{'DATA.BATCH_SIZE': 8, 'TRAIN.LINEAR_SCALED_LR': 16})
     schedule = WarmupCosine(*scaled_learning_rates(config, 2), config.TRAIN.WARMUP_EPOCHS, 2)
     for record in history[1]:

@@ -56,6 +56,7 @@ from errors import UsageError  # noqa: E402
 from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
 from plots import plot_timeline  # noqa: E402
+import adaptive  # noqa: E402
 from predictor import exported_files, load_classifier  # noqa: E402
 from preprocess.faceloop import (FALLBACK_FPS, VIDEO_FAILURES, Detector, FaceLoop,  # noqa: E402
                                  StageClock, default_workers, video_failure)
@@ -128,6 +129,21 @@ class Model:
 
 # ----------------------------------------------------------------------------- one video
 
+def classify_faces(models, faces, smoothing, clock):
+    """(coarse [n, 5], negative [n, 4]) logits of PIL faces; the negative model runs where
+    `smoothing` reads it (NaN rows elsewhere). Seconds go to clock's 'classify'."""
+    start = time.perf_counter()
+    coarse_model, negative_model = models
+    coarse = coarse_model(faces)
+    negative = np.full((len(faces), len(NEGATIVE_CLASSES)), np.nan)
+    needed = (np.arange(len(faces)) if smoothing.needs_negative_everywhere
+              else np.flatnonzero(np.argmax(coarse, axis=1) == COARSE_NEGATIVE))
+    if needed.size:
+        negative[needed] = negative_model([faces[i] for i in needed])
+    clock.add('classify', time.perf_counter() - start)
+    return coarse, negative
+
+
 def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps=None, progress=None):
     """Detect, track, align and classify every face of every frame of one video.
 
@@ -139,21 +155,13 @@ def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps
     """
     smoothing = smoothing or Smoothing()
     clock = StageClock()
-    coarse_model, negative_model = models
     keys, coarse_logits, negative_logits = [], [], []
     pending = []
 
     def classify(faces):
-        start = time.perf_counter()
-        coarse = coarse_model(faces)
-        negative = np.full((len(faces), len(NEGATIVE_CLASSES)), np.nan)
-        needed = (np.arange(len(faces)) if smoothing.needs_negative_everywhere
-                  else np.flatnonzero(np.argmax(coarse, axis=1) == COARSE_NEGATIVE))
-        if needed.size:
-            negative[needed] = negative_model([faces[i] for i in needed])
+        coarse, negative = classify_faces(models, faces, smoothing, clock)
         coarse_logits.append(coarse)
         negative_logits.append(negative)
-        clock.add('classify', time.perf_counter() - start)
 
     loop = FaceLoop(path, detector, fps=fps, progress=progress, clock=clock)
     for crop in loop:
@@ -231,10 +239,13 @@ def per_frame_probs(analysis, smoothed):
 
 
 def write_frame_csv(path, analysis, probs, labels, fps):
-    """One CSV row per frame: time, face box and probability, the 8 probabilities and the label."""
+    """One CSV row per frame: time, face box and probability, the 8 probabilities and the label;
+    with adaptive sampling (analysis['processed']) also whether the frame was processed (1) or
+    filled (0)."""
+    processed = analysis.get('processed')
     with atomic_open(path, 'w', encoding='utf-8', newline='') as f:
         writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(CSV_HEADER)
+        writer.writerow(CSV_HEADER + (['processed'] if processed is not None else []))
         for index in range(analysis['frames']):
             found = not np.isnan(analysis['face_prob'][index])
             time_text = f"{index / fps:.3f}" if fps else ''
@@ -242,7 +253,8 @@ def write_frame_csv(path, analysis, probs, labels, fps):
                     if found else [''] * 5)
             scores = [f"{p:.6f}" for p in probs[index]] if found else [''] * len(ABAW_CLASSES)
             writer.writerow([index + 1, time_text, int(found)] + face + scores
-                            + [ABAW_CLASSES[labels[index]], int(labels[index])])
+                            + [ABAW_CLASSES[labels[index]], int(labels[index])]
+                            + ([int(processed[index])] if processed is not None else []))
 
 
 def write_people_csv(path, people):
@@ -395,6 +407,7 @@ def build_parser():
     # faces the models were trained and evaluated on.
     FaceSettings.add_arguments(parser, FACE_FLAGS)
     parser.add_argument('-overwrite', action='store_true', help='redo videos whose outputs exist')
+    adaptive.add_arguments(parser)
     return parser
 
 
@@ -407,6 +420,7 @@ def _check_args(parser, args):
     if args.min_track_s < 0:
         parser.error(f"-min_track_s must be >= 0, got {args.min_track_s}")
     face_settings(args)
+    adaptive.check_arguments(parser, args)
 
 
 def face_settings(args):
@@ -486,9 +500,16 @@ def run(args):
                                f"tracking assumes {FALLBACK_FPS:g} frames/s", file=sys.stderr)
                 with tqdm(total=total or None, desc=name[:40], unit='frame', position=1,
                           leave=False) as bar:
-                    video = analyse_video(path, detector, models, smoothing, args.classify_batch,
-                                          fps=fps, progress=bar.update)
+                    if args.sampling == 'adaptive':
+                        video = adaptive.analyse_video_adaptive(
+                            path, detector, lambda faces, clock: classify_faces(models, faces, smoothing, clock),
+                            adaptive.parse_strides(args.strides), args.agree_prob, smoothing.fusion, fps=fps, progress=bar.update)
+                    else:
+                        video = analyse_video(path, detector, models, smoothing, args.classify_batch,
+                                              fps=fps, progress=bar.update)
                 people = person_analyses(video, args.min_track_s, fps or FALLBACK_FPS, args.people)
+                for _, analysis in people:
+                    analysis['processed'] = video.get('processed')
                 write_outputs(path, name, args.output, people, smoothing, args.annotate, fps)
             except VIDEO_FAILURES as err:
                 failures.append(video_failure(name, err, detector))

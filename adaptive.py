@@ -141,6 +141,7 @@ class Sampler:
         self.pending = {}       # frame -> image (or None) after the anchor
         self.analysed = {}      # frame -> Analysis, kept while its interval is decided
         self.last_frame = 0
+        self.returned = 0       # the last frame whose record was returned
 
     # -- frames in
 
@@ -150,12 +151,10 @@ class Sampler:
             raise ValueError(f"frame {frame} fed after frame {self.last_frame}: frames must come in order")
         self.last_frame = frame
         if self.anchor is None:
-            if image is None:
-                return [_empty(frame)]
-            return [self._commit_first(frame, image)]
+            return self._returning([_empty(frame) if image is None else self._commit_first(frame, image)])
         self.pending[frame] = image
         if image is not None and frame - self.anchor.frame >= self.strides[0]:
-            return self._decide(frame)
+            return self._returning(self._decide(frame))
         return []
 
     def finish(self):
@@ -167,6 +166,18 @@ class Sampler:
         start = records[-1].frame if records else self.anchor.frame
         records += [_empty(frame) for frame in range(start + 1, self.last_frame + 1)]
         self.pending = {}
+        return self._returning(records)
+
+    def abandon(self):
+        """Records without a face for every frame fed but not returned yet, processing nothing:
+        for a run stopped at any moment (even inside a decision), so every frame keeps a row."""
+        records = [_empty(frame) for frame in range(self.returned + 1, self.last_frame + 1)]
+        self.pending, self.analysed = {}, {}
+        return self._returning(records)
+
+    def _returning(self, records):
+        if records:
+            self.returned = records[-1].frame
         return records
 
     # -- deciding an interval

@@ -30,6 +30,7 @@ the people CSV) is written last: a video whose outputs all exist is skipped on t
 """
 import argparse
 import csv
+import functools
 import glob
 import io
 import logging
@@ -57,6 +58,7 @@ from fileio import atomic_open, check_writable_dir, is_inside  # noqa: E402
 from labels import ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, write_annotation  # noqa: E402
 from plots import plot_timeline  # noqa: E402
 import adaptive  # noqa: E402
+import live  # noqa: E402
 from predictor import exported_files, load_classifier  # noqa: E402
 from preprocess.faceloop import (FALLBACK_FPS, VIDEO_FAILURES, Detector, FaceLoop,  # noqa: E402
                                  StageClock, default_workers, video_failure)
@@ -129,7 +131,7 @@ class Model:
 
 # ----------------------------------------------------------------------------- one video
 
-def classify_faces(models, faces, smoothing, clock):
+def classify_faces(models, smoothing, faces, clock):
     """(coarse [n, 5], negative [n, 4]) logits of PIL faces; the negative model runs where
     `smoothing` reads it (NaN rows elsewhere). Seconds go to clock's 'classify'."""
     start = time.perf_counter()
@@ -159,7 +161,7 @@ def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps
     pending = []
 
     def classify(faces):
-        coarse, negative = classify_faces(models, faces, smoothing, clock)
+        coarse, negative = classify_faces(models, smoothing, faces, clock)
         coarse_logits.append(coarse)
         negative_logits.append(negative)
 
@@ -408,6 +410,7 @@ def build_parser():
     FaceSettings.add_arguments(parser, FACE_FLAGS)
     parser.add_argument('-overwrite', action='store_true', help='redo videos whose outputs exist')
     adaptive.add_arguments(parser)
+    live.add_arguments(parser)
     return parser
 
 
@@ -421,6 +424,7 @@ def _check_args(parser, args):
         parser.error(f"-min_track_s must be >= 0, got {args.min_track_s}")
     face_settings(args)
     adaptive.check_arguments(parser, args)
+    live.check_arguments(parser, args)
 
 
 def face_settings(args):
@@ -460,7 +464,7 @@ def run(args):
     """Predict every video of the input; returns {done, skipped, no_face, failures, totals}."""
     smoothing = smoothing_from_args(args)
     settings = face_settings(args)
-    videos = find_inputs(args.input)
+    videos = {} if args.live else find_inputs(args.input)
     if os.path.isdir(args.input) and is_inside(args.output, args.input):
         raise UsageError(f"-output {args.output} is inside the input folder {args.input}; "
                          "inputs are never written to: choose another folder")
@@ -484,7 +488,10 @@ def run(args):
 
     done, skipped, no_face, failures = [], [], [], []
     totals = {'frames': 0, 'faces': 0, 'wall': 0.0, 'seconds': {}}
+    classify = functools.partial(classify_faces, models, smoothing)
     with Detector(settings, device=torch_device, workers=workers) as detector:
+        if args.live:
+            return live.run_live(args, detector, classify, smoothing, CSV_HEADER, args.output)
         overall = tqdm(videos.items(), desc='videos', unit='video', position=0,
                        disable=len(videos) < 2)
         for name, path in overall:
@@ -502,8 +509,8 @@ def run(args):
                           leave=False) as bar:
                     if args.sampling == 'adaptive':
                         video = adaptive.analyse_video_adaptive(
-                            path, detector, lambda faces, clock: classify_faces(models, faces, smoothing, clock),
-                            adaptive.parse_strides(args.strides), args.agree_prob, smoothing.fusion, fps=fps, progress=bar.update)
+                            path, detector, classify, adaptive.parse_strides(args.strides), args.agree_prob,
+                            smoothing.fusion, fps=fps, progress=bar.update)
                     else:
                         video = analyse_video(path, detector, models, smoothing, args.classify_batch,
                                               fps=fps, progress=bar.update)

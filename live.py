@@ -5,8 +5,8 @@ classified as the frames arrive.
         --> causal smoothing (causal.py) per person --> CSV rows, flushed at least once a second
 
 - The source is read by FFmpeg in a thread. When the models fall behind, the queue fills and
-  the newest frame is dropped instead of queued: it is counted as skipped and gets its row like
-  any frame (filled along the people present on both sides, adaptive.py).
+  its oldest frame is dropped rather than the queue grown: it is counted as skipped and gets its
+  row like any frame (filled along the people present on both sides, adaptive.py).
 - Smoothing cannot wait for the future, so it is causal: the release's 2K+1 frames, ending at
   the current one (causal.py). The CSV says so in its `smoothing` column.
 - Rows reach the file as frames are decided and are flushed at least every FLUSH_S seconds, so a
@@ -60,8 +60,8 @@ def add_arguments(parser):
                         help='-live: end the run when the source sends no frame for this many seconds '
                              '(default %(default)g)')
     parser.add_argument('-live_queue', type=int, default=DEFAULT_QUEUE,
-                        help='-live: frames waiting for the models at most; a frame arriving at a full '
-                             'queue is skipped (default %(default)d)')
+                        help='-live: frames waiting for the models at most; when a frame arrives at a '
+                             'full queue the oldest waiting frame is skipped (default %(default)d)')
     parser.add_argument('-show', action='store_true',
                         help='-live: show the frames with boxes and labels in a window (needs a display '
                              'and an OpenCV with window support)')
@@ -95,9 +95,9 @@ def describe_source(spec):
 
 
 class LiveSource:
-    """Reads frames in a thread into a bounded queue of (number, arrival, image); a frame that
-    finds the queue full is recorded in `dropped` (number, arrival) instead. The queue ends with
-    None, or with the exception that stopped the reader."""
+    """Reads frames in a thread into a bounded queue of (number, arrival, image); when the queue is
+    full its oldest frame is dropped and recorded in `dropped` as (number, arrival). The queue
+    ends with None, or with the exception that stopped the reader."""
 
     def __init__(self, spec, queue_size=DEFAULT_QUEUE):
         self.spec = spec
@@ -106,6 +106,7 @@ class LiveSource:
         self.dropped = collections.deque()
         self.read = 0
         self.stop = threading.Event()
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._read, name='live-source', daemon=True)
 
     def start(self):
@@ -127,11 +128,7 @@ class LiveSource:
                     if delay > 0 and self.stop.wait(delay):
                         break
                 self.read += 1
-                item = (self.read, time.monotonic(), image)
-                try:
-                    self.queue.put_nowait(item)
-                except queue.Full:
-                    self.dropped.append(item[:2])
+                self._put((self.read, time.monotonic(), image))
             end = None
         except Exception as err:  # noqa: BLE001  (handed to the main thread, which reports it)
             end = err
@@ -143,6 +140,28 @@ class LiveSource:
                 return
             except queue.Full:
                 continue
+
+    def _put(self, item):
+        # A full queue loses its oldest frame, not the new one: what the models see next is then
+        # at most queue-size frames old, which bounds the latency.
+        with self.lock:
+            while True:
+                try:
+                    self.queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    pass
+                try:
+                    oldest = self.queue.get_nowait()
+                except queue.Empty:
+                    continue
+                self.dropped.append(oldest[:2])
+
+    def get(self, timeout=None):
+        """The next item; frames dropped before it are in `dropped` by then."""
+        item = self.queue.get(timeout=timeout)
+        with self.lock:  # a drop under way (oldest taken, not yet recorded) finishes first
+            return item
 
     def close(self):
         self.stop.set()
@@ -236,6 +255,15 @@ class Show:
 
 # ----------------------------------------------------------------------------- the run
 
+def warm_up(analyse, classify, clock):
+    """One detection and one call of each model before the source opens: their first calls load
+    weights and build kernels (seconds), which would otherwise be the first frames' latency."""
+    from PIL import Image
+    analyse(0, np.zeros((120, 160, 3), np.uint8))
+    classify([Image.new('RGB', (224, 224))], clock)
+    clock.seconds.clear()
+
+
 class _Terminated(Exception):
     pass
 
@@ -304,13 +332,14 @@ def run_live(args, detector, classify, smoothing, csv_header, out_dir):
     def terminate(signum, frame):
         raise _Terminated()
 
+    warm_up(sampler.analyse, classify, clock)
     previous_term = signal.signal(signal.SIGTERM, terminate)
     writer = None
     interrupted = None
     failures = []
     try:
         source.start()
-        first = source.queue.get()   # blocks until the source opened (or failed to)
+        first = source.get()   # blocks until the source opened (or failed to)
         if isinstance(first, BaseException) or first is None:
             message = str(first) if first is not None else 'it sent no frame'
             raise CfcspError(f"{args.input}: cannot open the live source ({message})")
@@ -334,7 +363,7 @@ def run_live(args, detector, classify, smoothing, csv_header, out_dir):
                 labels = ', '.join(f"person {p}: {label}" for p, label in sorted(current.items())) or 'no face'
                 print(f"live {state['fed']} frames: {labels}", file=sys.stderr, flush=True)
             try:
-                item = source.queue.get(timeout=0.2)
+                item = source.get(timeout=0.2)
             except queue.Empty:
                 item = None
                 writer.maybe_flush()

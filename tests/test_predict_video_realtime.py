@@ -103,9 +103,10 @@ def test_bad_strides_and_agree_prob_are_usage_errors(clip, tmp_path, capsys):
 
 @pytest.fixture(scope='module')
 def long_clip(tmp_path_factory):
-    """6 s at 25 frames/s with a face in every frame."""
+    """20 s at 25 frames/s with a face in every frame: long enough to stop it part-way on a loaded
+    machine (frames the models cannot keep up with are skipped, so the run takes about 20 s)."""
     video = tmp_path_factory.mktemp('live') / 'talk.mp4'
-    write_face_clip(video, [1] * 150)
+    write_face_clip(video, [1] * 500)
     return video
 
 
@@ -143,7 +144,8 @@ def test_live_rows_are_flushed_while_running_and_complete_after_a_stop(clip, lon
     assert proc.returncode == 0, stderr
     rows = _rows(csv_path)
     summary = _summary(stderr)
-    assert 10 <= summary['seen'] < 150
+    assert f"stopped by {'SIGTERM' if stop == signal.SIGTERM else 'Ctrl-C'}" in stderr
+    assert 10 <= summary['seen'] < 500
     assert sorted({int(row['frame']) for row in rows}) == list(range(1, summary['seen'] + 1))
     assert summary['processed'] + summary['filled'] + summary['skipped'] == summary['seen']
     assert {row['smoothing'] for row in rows} == {'causal'}
@@ -151,15 +153,16 @@ def test_live_rows_are_flushed_while_running_and_complete_after_a_stop(clip, lon
     assert 'person 1:' in stderr  # the line per second
 
 
+@pytest.mark.slow
 def test_live_to_the_end_of_a_file_with_adaptive_sampling(clip, long_clip, tmp_path):
     out = tmp_path / 'out'
     proc = _live(clip, long_clip, out, '-sampling', 'adaptive', '-agree_prob', '0')
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     rows = _rows(out / 'talk.csv')
-    assert [int(row['frame']) for row in rows] == list(range(1, 151))
+    assert [int(row['frame']) for row in rows] == list(range(1, 501))
     summary = _summary(stderr)
-    assert summary['seen'] == 150 and summary['filled'] > 0
+    assert summary['seen'] == 500 and summary['filled'] > 0
     assert summary['processed'] == sum(row['processed'] == '1' for row in rows)
 
 

@@ -40,7 +40,7 @@ from smooth_predict import fuse
 
 DEFAULT_STRIDES = (8, 2, 1)
 # Chosen on the demo's validation videos (benchmarks/bench_predict_video.py, benchmarks/RESULTS.md).
-DEFAULT_AGREE_PROB = 0.5
+DEFAULT_AGREE_PROB = 0.3
 
 FrameRecord = collections.namedtuple('FrameRecord', ['frame', 'processed', 'faces', 'ids', 'coarse', 'negative'])
 FrameRecord.__doc__ = """One frame's result, in frame order: frame (1-based), processed (False: filled

@@ -464,7 +464,11 @@ def run(args):
     """Predict every video of the input; returns {done, skipped, no_face, failures, totals}."""
     smoothing = smoothing_from_args(args)
     settings = face_settings(args)
-    videos = {} if args.live else find_inputs(args.input)
+    if args.live:
+        live.describe_source(args.input)  # a missing source fails before the models load
+        videos = {}
+    else:
+        videos = find_inputs(args.input)
     if os.path.isdir(args.input) and is_inside(args.output, args.input):
         raise UsageError(f"-output {args.output} is inside the input folder {args.input}; "
                          "inputs are never written to: choose another folder")

@@ -3,6 +3,7 @@
 The live runs are real subprocesses reading a video file at its own frame rate: the CSV is read
 while they run, then they are stopped with SIGTERM / SIGINT, or left to reach the end of the file.
 """
+import argparse
 import csv
 import os
 import signal
@@ -19,8 +20,11 @@ sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 from demo.synthetic_video import write_face_clip  # noqa: E402
 from test_predict_video import _save_random_model  # noqa: E402
 
+import live  # noqa: E402
 import predict_video  # noqa: E402
 from labels import ABAW_CLASSES  # noqa: E402
+from preprocess.faces import Face, FaceSettings  # noqa: E402
+from smooth_predict import Smoothing  # noqa: E402
 
 HAS_FACE = [1] * 10 + [0] * 3 + [1] * 11
 
@@ -99,6 +103,45 @@ def test_bad_strides_and_agree_prob_are_usage_errors(clip, tmp_path, capsys):
         assert text in capsys.readouterr().err
 
 
+# ----------------------------------------------------------------------------- live
+
+class _FakeDetector:
+    """One fixed face per frame, found instantly; the aligned crop is black."""
+    settings = FaceSettings()
+
+    class aligner:
+        @staticmethod
+        def align(frame, face):
+            return np.zeros((224, 224, 3), np.uint8)
+
+    def map(self, items):
+        for key, frames in items:
+            yield key, [[Face(np.array([10., 10., 60., 70.]), 0.999, np.zeros((5, 2)))] for _ in frames]
+
+
+def test_live_queue_skips_frames_a_slow_model_cannot_take(tmp_path):
+    video = tmp_path / 'short.mp4'
+    write_face_clip(video, [1] * 50)  # 2 s at 25 frames/s
+
+    def slow_classify(faces, clock):
+        time.sleep(0.2)  # 5 frames/s against 25 arriving
+        return np.tile([4.0, 0, 0, 0, 0], (len(faces), 1)), np.zeros((len(faces), 4))
+
+    args = argparse.Namespace(input=str(video), live_queue=2, overwrite=False, sampling='all', strides='8,2,1',
+                              agree_prob=0.3, show=False, live_timeout=10.0)
+    result = live.run_live(args, _FakeDetector(), slow_classify, Smoothing(), predict_video.CSV_HEADER, str(tmp_path))
+    counts = result['stats'].counts
+    assert counts['seen'] == 50
+    assert counts['skipped'] >= 20 and 5 <= counts['processed'] <= 30
+    assert counts['processed'] + counts['filled'] + counts['skipped'] == 50
+    rows = _rows(result['csv'])
+    assert [int(row['frame']) for row in rows] == list(range(1, 51))
+    # A skipped frame between two frames of the same person is filled along the track.
+    assert all(row['face'] == '1' and row['label'] == 'Neutral' for row in rows)
+    assert sum(row['processed'] == '1' for row in rows) == counts['processed']
+    assert len(result['stats'].latency) == 50
+
+
 # ----------------------------------------------------------------------------- live, in subprocesses
 
 @pytest.fixture(scope='module')
@@ -132,7 +175,7 @@ def _summary(stderr):
     return {key: int(words[words.index(key) + 1]) for key in ('seen', 'processed', 'filled', 'skipped')}
 
 
-@pytest.mark.parametrize('stop', [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize('stop', [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_live_rows_are_flushed_while_running_and_complete_after_a_stop(clip, long_clip, tmp_path, stop):
     out = tmp_path / 'out'
     proc = _live(clip, long_clip, out)
@@ -166,16 +209,16 @@ def test_live_to_the_end_of_a_file_with_adaptive_sampling(clip, long_clip, tmp_p
     assert summary['processed'] == sum(row['processed'] == '1' for row in rows)
 
 
-def test_live_source_that_cannot_be_opened(clip, tmp_path):
-    missing = _live(clip, tmp_path / 'nothing.mp4', tmp_path / 'out')
-    _, stderr = missing.communicate(timeout=120)
-    assert missing.returncode == 1
-    assert [line for line in stderr.splitlines() if line.startswith('error:')] == \
-        [f"error: {tmp_path / 'nothing.mp4'}: cannot open the live source: no such file, camera index or URL"]
+def test_live_source_that_cannot_be_opened(clip, tmp_path, capsys):
+    missing = tmp_path / 'nothing.mp4'
+    assert predict_video.main([str(missing), '-live', '-output', str(tmp_path / 'out')] + clip['flags']) == 1
+    assert capsys.readouterr().err.strip() == \
+        f"error: {missing}: cannot open the live source: no such file, camera index or URL"
     broken = tmp_path / 'broken.mp4'
     broken.write_bytes(b'not a video')
-    proc = _live(clip, broken, tmp_path / 'out2')
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and 'error: ' in stderr and 'cannot open the live source' in stderr
+    assert predict_video.main([str(broken), '-live', '-output', str(tmp_path / 'out'), '-workers', '0']
+                              + clip['flags']) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {broken}: cannot open the live source (")
 
 

@@ -295,6 +295,84 @@ def sampling_section(args, info):
             'demo_validation': accuracy}
 
 
+# ----------------------------------------------------------------------------- -live
+
+def live_run(video, out, flags, kill_after=None):
+    """predict_video.py -live on `video` in a subprocess with the demo's models; returns its end
+    summary, or with kill_after, SIGKILLs it that many seconds after the source opened and returns
+    the frames the file had delivered by then (estimated from the clock) and the rows on disk."""
+    import re
+    import subprocess
+    import threading
+    out = os.path.join(out, 'live_' + '_'.join(flags).replace('-', '') + ('_kill' if kill_after else ''))
+    command = [sys.executable, os.path.join(ROOT, 'predict_video.py'), video, '-live', '-output', out,
+               '-overwrite'] + flags
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    opened, lines = threading.Event(), []
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith('live: ') and ' -> ' in line:
+                lines.append(time.monotonic())
+                opened.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if kill_after is None:
+        proc.wait()
+        reader.join()
+        summary = [line for line in lines if isinstance(line, str) and 'frames seen' in line][-1]
+        numbers = dict(re.findall(r'(seen|processed|filled|skipped) (\d+)', summary))
+        latency = re.search(r'median ([\d.]+) s, 95th percentile ([\d.]+) s', summary)
+        return {**{k: int(v) for k, v in numbers.items()},
+                'latency_median_s': float(latency.group(1)), 'latency_p95_s': float(latency.group(2))}
+    opened.wait()
+    started = next(line for line in lines if isinstance(line, float))
+    time.sleep(kill_after)
+    proc.kill()
+    killed = time.monotonic()
+    proc.wait()
+    fps = 25.0
+    rows = read_rows(os.path.join(out, os.path.splitext(os.path.basename(video))[0] + '.csv'))
+    delivered = int((killed - started) * fps)
+    written = len({row['frame'] for row in rows})
+    return {'delivered_by_kill': delivered, 'rows_on_disk': written, 'lost_s': (delivered - written) / fps}
+
+
+def live_section(args, info):
+    """-live with the demo's models on a 640x480 file played at 25 frames/s."""
+    weights = []
+    for kind in predict_video.MODEL_KINDS:
+        weights += [f'-{kind}_weights', predict_video.demo_weights(kind)]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        video = os.path.join(tmp, 'clip640_25fps.mp4')
+        write_video(video, clip_frames(int(round(args.live_seconds * 25))), fps=25)
+        for sampling in ('all', 'adaptive'):
+            results[sampling] = live_run(video, tmp, ['-sampling', sampling] + weights)
+            print(f"-live -sampling {sampling}: {results[sampling]}", flush=True)
+        results['kill'] = live_run(video, tmp, ['-sampling', 'adaptive'] + weights, kill_after=args.live_seconds / 2)
+        print(f"-live -sampling adaptive, SIGKILL: {results['kill']}", flush=True)
+    lines = [f"`-live` on a 640x480 file of {args.live_seconds:g} s played at 25 frames/s (astronaut, a face in 3 "
+             "of 4 frames), the demo's models, default flags (`-live_queue 8`, release smoothing made causal), "
+             "in one run:", '',
+             '| -sampling | frames seen | processed | filled | skipped | latency median | latency 95th percentile |',
+             '|---|---|---|---|---|---|---|']
+    for sampling in ('all', 'adaptive'):
+        r = results[sampling]
+        lines.append(f"| {sampling} | {r['seen']} | {r['processed']} | {r['filled']} | "
+                     f"{r['skipped']} ({100 * r['skipped'] / r['seen']:.1f}%) | {r['latency_median_s']:.2f} s | "
+                     f"{r['latency_p95_s']:.2f} s |")
+    kill = results['kill']
+    lines += ['', f"SIGKILL {args.live_seconds / 2:g} s after the source opened (-sampling adaptive): the file had "
+              f"delivered about {kill['delivered_by_kill']} frames, the CSV held rows for {kill['rows_on_disk']}: "
+              f"{kill['lost_s']:.2f} s of rows lost.", '', machine_markdown(info)]
+    body = '## predict_video.py -live (benchmarks/bench_predict_video.py --live)\n\n' + '\n'.join(lines)
+    print('\n' + body)
+    update_results_section('bench_predict_video_live', body)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seconds', type=float, default=30.0)
@@ -313,8 +391,15 @@ def main():
                         help="--sampling: -agree_prob of the real adaptive runs (default: predict_video's)")
     parser.add_argument('--agree_probs', type=float, nargs='+', default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
                         help='--sampling: -agree_prob values replayed on the demo validation videos')
+    parser.add_argument('--live', action='store_true', help='only the -live runs (needs `make demo`)')
+    parser.add_argument('--live_seconds', type=float, default=20.0, help='clip length for --live')
     args = parser.parse_args()
     info = machine_info()
+    if args.live:
+        result = live_section(args, info)
+        if args.json:
+            write_json(args.json, {'machine': info, 'live': result})
+        return
     if args.sampling:
         import adaptive
         if args.agree_prob is None:

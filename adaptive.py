@@ -49,7 +49,7 @@ coarse [F, 5] and negative [F, 4] logits of each face (NaN rows for faces not cl
 min_prob)."""
 
 Analysis = collections.namedtuple('Analysis', ['faces', 'coarse', 'negative'])
-Analysis.__doc__ = """What `analyse(frame, image)` returns for one processed frame: faces (all
+Analysis.__doc__ = """What `analyse(frames, images)` returns for each processed frame: faces (all
 detections, most confident first) and coarse [F, 5] / negative [F, 4] logits (NaN rows for the
 faces it did not classify)."""
 
@@ -124,14 +124,18 @@ class Sampler:
                 ...
         for record in sampler.finish(): ...
 
-    analyse(frame, image) -> Analysis (detection, alignment, classification; no tracking);
-    tracker: a preprocess.tracking.FaceTracker, updated with processed frames in order. An image
-    of None marks a frame that cannot be processed (skipped by a live source). strides (1,)
-    processes every frame it gets.
+    analyse(frames, images) -> [Analysis] (detection, alignment, classification; no tracking) of
+    several frames at once; tracker: a preprocess.tracking.FaceTracker, updated with processed
+    frames in order. An image of None marks a frame that cannot be processed (skipped by a live
+    source). strides (1,) processes every frame it gets. lookahead: intervals of the first stride
+    gathered before deciding, so that their ends are analysed in one batch (faster models, more
+    frames held and a later answer: 1 for live sources).
     """
 
-    def __init__(self, analyse, tracker, strides=DEFAULT_STRIDES, agree_prob=DEFAULT_AGREE_PROB, fusion='soft', min_prob=0.0):
+    def __init__(self, analyse, tracker, strides=DEFAULT_STRIDES, agree_prob=DEFAULT_AGREE_PROB, fusion='soft',
+                 min_prob=0.0, lookahead=1):
         self.analyse = analyse
+        self.lookahead = lookahead
         self.tracker = tracker
         self.strides = tuple(strides)
         self.agree_prob = agree_prob
@@ -153,8 +157,8 @@ class Sampler:
         if self.anchor is None:
             return self._returning([_empty(frame) if image is None else self._commit_first(frame, image)])
         self.pending[frame] = image
-        if image is not None and frame - self.anchor.frame >= self.strides[0]:
-            return self._returning(self._decide(frame))
+        if image is not None and frame - self.anchor.frame >= self.strides[0] * self.lookahead:
+            return self._returning(self._decide_through(frame))
         return []
 
     def finish(self):
@@ -162,7 +166,7 @@ class Sampler:
         if self.anchor is None or not self.pending:
             return []
         available = [frame for frame, image in self.pending.items() if image is not None]
-        records = self._decide(available[-1]) if available else []
+        records = self._decide_through(available[-1]) if available else []
         start = records[-1].frame if records else self.anchor.frame
         records += [_empty(frame) for frame in range(start + 1, self.last_frame + 1)]
         self.pending = {}
@@ -183,21 +187,36 @@ class Sampler:
     # -- deciding an interval
 
     def _commit_first(self, frame, image):
-        analysis = self.analyse(frame, image)
+        analysis = self.analyse([frame], [image])[0]
         ids = self.tracker.update(analysis.faces)
         self.anchor = FrameRecord(frame, True, analysis.faces, ids, analysis.coarse, analysis.negative)
         return self.anchor
 
+    def _prefetch(self, frames):
+        todo = [frame for frame in frames if frame not in self.analysed]
+        if todo:
+            self.analysed.update(zip(todo, self.analyse(todo, [self.pending[frame] for frame in todo])))
+
     def _analysis(self, frame):
-        if frame not in self.analysed:
-            self.analysed[frame] = self.analyse(frame, self.pending[frame])
+        self._prefetch([frame])
         return self.analysed[frame]
+
+    def _decide_through(self, end):
+        # The ends of the first-stride intervals up to `end`, analysed in one batch, then decided in order.
+        step = self.strides[0]
+        ends = [frame for frame in range(self.anchor.frame + step, end, step)
+                if self.pending.get(frame) is not None] + [end]
+        self._prefetch(ends)
+        records = []
+        for frame in ends:
+            records += self._decide(frame)
+        return records
 
     def _decide(self, end):
         decided = {}
         self._refine(self.anchor, end, 0, decided)
         self.pending = {frame: image for frame, image in self.pending.items() if frame > end}
-        self.analysed = {}
+        self.analysed = {frame: analysis for frame, analysis in self.analysed.items() if frame > end}
         return [decided[frame] for frame in sorted(decided)]
 
     def _labels(self, record):
@@ -228,6 +247,7 @@ class Sampler:
         if not points:
             self._refine(start, end, level, decided)
             return
+        self._prefetch(points)
         previous = start
         for point in points + [end]:
             self._refine(previous, point, level, decided)
@@ -249,7 +269,7 @@ def _empty(frame):
 # ----------------------------------------------------------------------------- one video, offline
 
 class FrameAnalyser:
-    """analyse(frame, image) for Sampler: detection on a copy shrunk to detect_size, alignment and
+    """analyse(frames, images) for Sampler: detection on copies shrunk to detect_size, alignment and
     the JPEG round trip of `python -m preprocess`'s face files, then classify(PIL faces, clock) ->
     (coarse [n, 5], negative [n, 4]) on the faces of at least min_prob. Seconds go to `clock`
     (detect, align; classify charges its own)."""
@@ -259,28 +279,35 @@ class FrameAnalyser:
         self.classify = classify
         self.clock = clock
 
-    def __call__(self, frame, image):
+    def __call__(self, frames, images):
         settings = self.detector.settings
         start = time.perf_counter()
-        scale = detection_scale(image.shape, settings.detect_size)
-        _, detections = next(iter(self.detector.map([(frame, [shrink(image, scale)])])))
-        faces = [scale_face(face, 1 / scale) for face in detections[0]]
+        scales = [detection_scale(image.shape, settings.detect_size) for image in images]
+        shrunk = [shrink(image, scale) for image, scale in zip(images, scales)]
+        step = settings.detect_batch
+        # Batches of detect_batch frames, spread over the detection workers.
+        detections = [faces for _, batch in self.detector.map(
+            (first, shrunk[first:first + step]) for first in range(0, len(shrunk), step)) for faces in batch]
+        faces = [[scale_face(face, 1 / scale) for face in found] for found, scale in zip(detections, scales)]
         self.clock.add('detect', time.perf_counter() - start)
         start = time.perf_counter()
-        chosen = [i for i, face in enumerate(faces) if face.prob >= settings.min_prob]
-        crops = [datasets.load_image(io.BytesIO(encode_face(self.detector.aligner.align(image, faces[i]),
+        chosen = [(n, i) for n, found in enumerate(faces) for i, face in enumerate(found)
+                  if face.prob >= settings.min_prob]
+        crops = [datasets.load_image(io.BytesIO(encode_face(self.detector.aligner.align(images[n], faces[n][i]),
                                                             settings.jpeg_quality)))
-                 for i in chosen]
+                 for n, i in chosen]
         self.clock.add('align', time.perf_counter() - start)
-        coarse = np.full((len(faces), len(COARSE_CLASSES)), np.nan)
-        negative = np.full((len(faces), len(NEGATIVE_CLASSES)), np.nan)
+        coarse = [np.full((len(found), len(COARSE_CLASSES)), np.nan) for found in faces]
+        negative = [np.full((len(found), len(NEGATIVE_CLASSES)), np.nan) for found in faces]
         if chosen:
-            coarse[chosen], negative[chosen] = self.classify(crops, self.clock)
-        return Analysis(faces, coarse, negative)
+            coarse_rows, negative_rows = self.classify(crops, self.clock)
+            for (n, i), c, g in zip(chosen, coarse_rows, negative_rows):
+                coarse[n][i], negative[n][i] = c, g
+        return [Analysis(*parts) for parts in zip(faces, coarse, negative)]
 
 
 def analyse_video_adaptive(path, detector, classify, strides=DEFAULT_STRIDES, agree_prob=DEFAULT_AGREE_PROB, fusion='soft',
-                           fps=None, progress=None):
+                           fps=None, progress=None, lookahead=4):
     """predict_video's analysis of one video with adaptive sampling: the same dict as its
     analyse_video (frames, tracked, keys, coarse_logits, negative_logits, seconds) plus
     processed [T] (bool: False for a filled frame)."""
@@ -288,7 +315,7 @@ def analyse_video_adaptive(path, detector, classify, strides=DEFAULT_STRIDES, ag
     clock = StageClock()
     tracker = FaceTracker(fps or FALLBACK_FPS, settings.min_prob, settings.track_gap_s)
     sampler = Sampler(FrameAnalyser(detector, classify, clock), tracker, strides, agree_prob, fusion,
-                      settings.min_prob)
+                      settings.min_prob, lookahead)
     records, size = [], (0, 0)
     frames = clock.timed_iter(iter_frames(path), 'decode')
     try:

@@ -259,7 +259,7 @@ def warm_up(analyse, classify, clock):
     """One detection and one call of each model before the source opens: their first calls load
     weights and build kernels (seconds), which would otherwise be the first frames' latency."""
     from PIL import Image
-    analyse(0, np.zeros((120, 160, 3), np.uint8))
+    analyse([0], [np.zeros((120, 160, 3), np.uint8)])
     classify([Image.new('RGB', (224, 224))], clock)
     clock.seconds.clear()
 

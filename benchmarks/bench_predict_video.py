@@ -178,7 +178,7 @@ def replayed(video, fps, settings, agree_prob, fusion):
     from preprocess.tracking import FaceTracker
     row_of = {key: row for row, key in enumerate(video['keys'])}
 
-    def analyse(frame, image):
+    def analyse_one(frame):
         faces = video['tracked'].faces[frame - 1]
         coarse = np.full((len(faces), 5), np.nan)
         negative = np.full((len(faces), 4), np.nan)
@@ -187,6 +187,9 @@ def replayed(video, fps, settings, agree_prob, fusion):
                 coarse[index] = video['coarse_logits'][row_of[(frame, index)]]
                 negative[index] = video['negative_logits'][row_of[(frame, index)]]
         return adaptive.Analysis(faces, coarse, negative)
+
+    def analyse(frames, images):
+        return [analyse_one(frame) for frame in frames]
 
     sampler = adaptive.Sampler(analyse, FaceTracker(fps, settings.min_prob, settings.track_gap_s),
                                adaptive.DEFAULT_STRIDES, agree_prob, fusion, settings.min_prob)

@@ -30,19 +30,24 @@ def person(label='Neutral', box=LEFT, confident=True):
     return {'box': np.asarray(box, float), 'coarse': coarse_logits(label, confident)}
 
 
-def run_sampler(scene, strides=(8, 2, 1), agree_prob=0.6, missing=()):
+def run_sampler(scene, strides=(8, 2, 1), agree_prob=0.6, missing=(), lookahead=1):
     """scene: per frame, a list of faces (person(...)); missing: frames fed without an image.
     Returns (records, frames the fake analyser saw)."""
     analysed = []
 
-    def analyse(frame, image):
+    def analyse_one(frame):
         analysed.append(frame)
         faces = [Face(f['box'], 0.99, np.tile(f['box'][:2], (5, 1))) for f in scene[frame - 1]]
         coarse = np.array([f['coarse'] for f in scene[frame - 1]]).reshape(-1, 5)
         negative = np.zeros((len(faces), 4))
         return adaptive.Analysis(faces, coarse, negative)
 
-    sampler = adaptive.Sampler(analyse, FaceTracker(30, MIN_PROB, 1.0), strides, agree_prob, 'soft', MIN_PROB)
+    def analyse(frames, images):
+        assert all(image is not None for image in images)
+        return [analyse_one(frame) for frame in frames]
+
+    sampler = adaptive.Sampler(analyse, FaceTracker(30, MIN_PROB, 1.0), strides, agree_prob, 'soft', MIN_PROB,
+                               lookahead)
     records = []
     for frame in range(1, len(scene) + 1):
         records += sampler.feed(frame, None if frame in missing else object())
@@ -67,10 +72,11 @@ def test_agreeing_ends_are_filled_with_interpolated_boxes_and_logits():
         np.testing.assert_allclose(record.coarse[0], coarse_logits('Happiness'))
 
 
-def test_disagreeing_ends_are_processed_at_the_next_strides():
-    # Neutral up to frame 5, Happiness from frame 6.
+@pytest.mark.parametrize('lookahead', [1, 3])
+def test_disagreeing_ends_are_processed_at_the_next_strides(lookahead):
+    # Neutral up to frame 5, Happiness from frame 6; the lookahead changes batching, not choices.
     scene = [[person('Neutral' if t <= 5 else 'Happiness')] for t in range(1, 18)]
-    records, analysed = run_sampler(scene)
+    records, analysed = run_sampler(scene, lookahead=lookahead)
     assert processed(records) == [1, 3, 5, 6, 7, 9, 17]
     labels = [np.argmax(fuse(r.coarse, r.negative)[0]) for r in records]
     truth = [np.argmax(fuse(scene[t][0]['coarse'][None], np.zeros((1, 4)))[0]) for t in range(17)]

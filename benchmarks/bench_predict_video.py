@@ -2,6 +2,14 @@
 
     python benchmarks/bench_predict_video.py [--seconds 30] [--workers 0 2]
         [--swin_s_seconds 4] [--swin_s_backends eager predictor onnx onnx_int8]
+    python benchmarks/bench_predict_video.py --sampling [--sampling_seconds 10] [--agree_probs 0 0.1 ...]
+    python benchmarks/bench_predict_video.py --live [--live_seconds 20]
+
+--sampling compares -sampling all and adaptive in one run: frames/s with the two Swin-S models
+(eager and int8 ONNX) on the 640x480 clip, then macro F1, agreement with `all` and the share of
+frames processed on the demo's validation videos with the demo's models (needs `make demo`).
+--live runs predict_video.py -live on a 640x480 file played at 25 frames/s with the demo's models:
+skipped frames, latency, and the rows left after a SIGKILL.
 
 The clip is skimage's astronaut on grey, a face in 3 of 4 frames, 30 fps. The models are random-
 weight Swins of configs/demo_tiny.yaml (what `make demo` trains), so the classify stage here is the
@@ -324,7 +332,11 @@ def live_run(video, out, flags, kill_after=None):
     if kill_after is None:
         proc.wait()
         reader.join()
-        summary = [line for line in lines if isinstance(line, str) and 'frames seen' in line][-1]
+        summary = [line for line in lines if isinstance(line, str) and 'frames seen' in line]
+        if proc.returncode != 0 or not summary:
+            raise SystemExit(f"predict_video.py -live failed (exit {proc.returncode}):\n"
+                             + ''.join(line for line in lines if isinstance(line, str))[-3000:])
+        summary = summary[-1]
         numbers = dict(re.findall(r'(seen|processed|filled|skipped) (\d+)', summary))
         latency = re.search(r'median ([\d.]+) s, 95th percentile ([\d.]+) s', summary)
         return {**{k: int(v) for k, v in numbers.items()},
@@ -346,7 +358,7 @@ def live_section(args, info):
     """-live with the demo's models on a 640x480 file played at 25 frames/s."""
     weights = []
     for kind in predict_video.MODEL_KINDS:
-        weights += [f'-{kind}_weights', predict_video.demo_weights(kind)]
+        weights += [f'-{kind}_cfg', predict_video.DEMO_CFG, f'-{kind}_weights', predict_video.demo_weights(kind)]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         video = os.path.join(tmp, 'clip640_25fps.mp4')

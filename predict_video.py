@@ -35,6 +35,7 @@ one made with other settings, and -overwrite redoes every video.
 """
 import argparse
 import csv
+import functools
 import glob
 import io
 import json
@@ -65,6 +66,8 @@ from labels import (ABAW_CLASSES, COARSE_CLASSES, NEGATIVE_CLASSES, annotation_f
                     read_annotation, write_annotation)
 from plots import plot_timeline  # noqa: E402
 from checkpoints import training_config  # noqa: E402
+import adaptive  # noqa: E402
+import live  # noqa: E402
 from predictor import exported_files, load_classifier  # noqa: E402
 from report import PersonSeries, write_report  # noqa: E402
 from preprocess.faceloop import (FALLBACK_FPS, VIDEO_FAILURES, Detector, FaceLoop,  # noqa: E402
@@ -144,6 +147,21 @@ class Model:
 
 # ----------------------------------------------------------------------------- one video
 
+def classify_faces(models, smoothing, faces, clock):
+    """(coarse [n, 5], negative [n, 4]) logits of PIL faces; the negative model runs where
+    `smoothing` reads it (NaN rows elsewhere). Seconds go to clock's 'classify'."""
+    start = time.perf_counter()
+    coarse_model, negative_model = models
+    coarse = coarse_model(faces)
+    negative = np.full((len(faces), len(NEGATIVE_CLASSES)), np.nan)
+    needed = (np.arange(len(faces)) if smoothing.needs_negative_everywhere
+              else np.flatnonzero(np.argmax(coarse, axis=1) == COARSE_NEGATIVE))
+    if needed.size:
+        negative[needed] = negative_model([faces[i] for i in needed])
+    clock.add('classify', time.perf_counter() - start)
+    return coarse, negative
+
+
 def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps=None, progress=None):
     """Detect, track, align and classify every face of every frame of one video.
 
@@ -155,21 +173,13 @@ def analyse_video(path, detector, models, smoothing=None, classify_batch=32, fps
     """
     smoothing = smoothing or Smoothing()
     clock = StageClock()
-    coarse_model, negative_model = models
     keys, coarse_logits, negative_logits = [], [], []
     pending = []
 
     def classify(faces):
-        start = time.perf_counter()
-        coarse = coarse_model(faces)
-        negative = np.full((len(faces), len(NEGATIVE_CLASSES)), np.nan)
-        needed = (np.arange(len(faces)) if smoothing.needs_negative_everywhere
-                  else np.flatnonzero(np.argmax(coarse, axis=1) == COARSE_NEGATIVE))
-        if needed.size:
-            negative[needed] = negative_model([faces[i] for i in needed])
+        coarse, negative = classify_faces(models, smoothing, faces, clock)
         coarse_logits.append(coarse)
         negative_logits.append(negative)
-        clock.add('classify', time.perf_counter() - start)
 
     loop = FaceLoop(path, detector, fps=fps, progress=progress, clock=clock)
     for crop in loop:
@@ -247,10 +257,13 @@ def per_frame_probs(analysis, smoothed):
 
 
 def write_frame_csv(path, analysis, probs, labels, fps):
-    """One CSV row per frame: time, face box and probability, the 8 probabilities and the label."""
+    """One CSV row per frame: time, face box and probability, the 8 probabilities and the label;
+    with adaptive sampling (analysis['processed']) also whether the frame was processed (1) or
+    filled (0)."""
+    processed = analysis.get('processed')
     with atomic_open(path, 'w', encoding='utf-8', newline='') as f:
         writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(CSV_HEADER)
+        writer.writerow(CSV_HEADER + (['processed'] if processed is not None else []))
         for index in range(analysis['frames']):
             found = not np.isnan(analysis['face_prob'][index])
             time_text = f"{index / fps:.3f}" if fps else ''
@@ -258,7 +271,8 @@ def write_frame_csv(path, analysis, probs, labels, fps):
                     if found else [''] * 5)
             scores = [f"{p:.6f}" for p in probs[index]] if found else [''] * len(ABAW_CLASSES)
             writer.writerow([index + 1, time_text, int(found)] + face + scores
-                            + [ABAW_CLASSES[labels[index]], int(labels[index])])
+                            + [ABAW_CLASSES[labels[index]], int(labels[index])]
+                            + ([int(processed[index])] if processed is not None else []))
 
 
 def write_people_csv(path, people, summaries):
@@ -332,7 +346,9 @@ def run_settings(args, specs, smoothing):
     return {'models': {kind: {'cfg': os.path.abspath(cfg), 'weights': os.path.abspath(weights)}
                        for kind, (cfg, weights, _) in specs.items()},
             'smoothing': smoothing.fields(), 'face': face, 'people': args.people,
-            'min_track_s': args.min_track_s}
+            'min_track_s': args.min_track_s,
+            'sampling': ({'mode': 'adaptive', 'strides': adaptive.parse_strides(args.strides),
+                          'agree_prob': args.agree_prob} if args.sampling == 'adaptive' else {'mode': 'all'})}
 
 
 def recorded_settings(out_dir, name):
@@ -486,6 +502,8 @@ def build_parser():
     # faces the models were trained and evaluated on.
     FaceSettings.add_arguments(parser, FACE_FIELDS)
     parser.add_argument('-overwrite', action='store_true', help='redo videos whose outputs exist')
+    adaptive.add_arguments(parser)
+    live.add_arguments(parser)
     return parser
 
 
@@ -498,6 +516,8 @@ def _check_args(parser, args):
     if args.min_track_s < 0:
         parser.error(f"-min_track_s must be >= 0, got {args.min_track_s}")
     face_settings(args)
+    adaptive.check_arguments(parser, args)
+    live.check_arguments(parser, args)
 
 
 def face_settings(args):
@@ -564,8 +584,12 @@ def run(args):
     settings = face_settings(args)
     check_device(args.device)
     detect_on = torch_device(args.device)
-    videos = find_inputs(args.input)
-    if os.path.isdir(args.input):
+    if args.live:
+        live.describe_source(args.input)  # a missing source fails before the models load
+        videos = {}
+    else:
+        videos = find_inputs(args.input)
+    if os.path.isdir(args.input) and not args.live:
         others = skipped_files(args.input, videos)
         if others:
             log.info("skipped %d file(s) that are not videos (extensions %s): %s", len(others),
@@ -597,7 +621,10 @@ def run(args):
 
     done, skipped, no_face, failures = [], [], [], []
     totals = {'frames': 0, 'faces': 0, 'wall': 0.0, 'seconds': {}}
+    classify = functools.partial(classify_faces, models, smoothing)
     with Detector(settings, device=detect_on, workers=workers) as detector:
+        if args.live:
+            return live.run_live(args, detector, classify, smoothing, CSV_HEADER, args.output)
         overall = console.progress(videos.items(), desc='videos', unit='video', position=0,
                                    disable=len(videos) < 2)
         for name, path in overall:
@@ -620,12 +647,18 @@ def run(args):
                                f"tracking assumes {FALLBACK_FPS:g} frames/s", file=sys.stderr)
                 with console.progress(total=total or None, desc=name[:40], unit='frame', position=1,
                           leave=False) as bar:
-                    video = analyse_video(path, detector, models, smoothing, args.classify_batch,
-                                          fps=fps, progress=bar.update)
+                    if args.sampling == 'adaptive':
+                        video = adaptive.analyse_video_adaptive(
+                            path, detector, classify, adaptive.parse_strides(args.strides), args.agree_prob,
+                            smoothing.fusion, fps=fps, progress=bar.update)
+                    else:
+                        video = analyse_video(path, detector, models, smoothing, args.classify_batch,
+                                              fps=fps, progress=bar.update)
                 people = person_analyses(video, args.min_track_s, fps or FALLBACK_FPS, args.people)
+                for _, analysis in people:
+                    analysis['processed'] = video.get('processed')
                 summaries = write_outputs(path, name, args.output, people, smoothing, args.annotate, fps,
                                           args.report, truth_files)
-                write_outputs(path, name, args.output, people, smoothing, args.annotate, fps)
                 with atomic_open(settings_path(args.output, name), 'w', encoding='utf-8') as f:
                     json.dump(settings_record, f, indent=1)
             except VIDEO_FAILURES as err:

@@ -6,6 +6,7 @@ is the track with the most frames, so a single-subject video's subject is person
 other faces pass through.
 """
 import collections
+import copy
 import math
 
 import numpy as np
@@ -51,6 +52,14 @@ class FaceTracker:
             track_activation_threshold=min_prob, high_conf_det_threshold=min_prob,
             minimum_consecutive_frames=1, minimum_iou_threshold=MIN_IOU)
         self.ids = []
+
+    def fork(self):
+        """An independent copy that has seen the same frames and records no ids yet: adaptive
+        sampling tries a frame on it and keeps it only if that frame is not refined away."""
+        copied = copy.copy(self)
+        copied._tracker = copy.deepcopy(self._tracker)
+        copied.ids = []
+        return copied
 
     def update(self, faces):
         """Track the faces (preprocess.faces.Face) of the next frame; returns their ids."""

@@ -103,13 +103,14 @@ def _output_size(stderr_lines):
     return None
 
 
-def iter_frames(path, prefer_system=False):
+def iter_frames(path, prefer_system=False, input_options=None):
     """Yield every decoded frame of the first video stream as an RGB uint8 array (H, W, 3), in order.
 
     Raises VideoDecodeError naming the file if FFmpeg fails at the start or part-way through.
+    input_options: FFmpeg input options, e.g. {'format': 'v4l2'} for a camera (predict_video -live).
     """
     exe = ffmpeg_exe(prefer_system)
-    stream = ffmpeg.input(str(path)).output('pipe:', format='rawvideo', pix_fmt='rgb24', map='0:v:0',
+    stream = ffmpeg.input(str(path), **(input_options or {})).output('pipe:', format='rawvideo', pix_fmt='rgb24', map='0:v:0',
                                             **_passthrough_args(exe))
     cmd = ffmpeg.compile(stream, cmd=exe) + ['-nostdin', '-hide_banner']
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

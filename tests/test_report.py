@@ -16,7 +16,7 @@ sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 import predict_video  # noqa: E402
 import report  # noqa: E402
 from labels import ABAW_CLASSES  # noqa: E402
-from smooth_predict import Smoothing  # noqa: E402
+from fusion import Smoothing  # noqa: E402
 from summary import SUMMARY_COLUMNS, summarise  # noqa: E402
 
 N, A, D, F, H, S, U, O = range(8)

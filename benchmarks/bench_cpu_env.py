@@ -10,11 +10,11 @@ explicitly, because cpu_env fills in an unset variable: an empty MKL_DEBUG_CPU_T
 choose its code path as if unset, KMP_BLOCKTIME=200 is Intel OpenMP's default, and
 FLAGS_use_stride_kernel=1 Paddle's. Prints the figures; RESULTS.md notes are written by hand.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 import cpu_env  # noqa: E402
 
 from benchmarks.bench_swin import Worker  # noqa: E402
@@ -45,7 +45,7 @@ def ab(setting, values, contender, batch, rounds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = console.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rounds', type=int, default=6)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--settings', nargs='+', choices=list(SETTINGS), default=list(SETTINGS))
@@ -65,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

@@ -13,7 +13,6 @@ that -search picks on the same frames) of each variant; and, as a check of the f
 the largest logit difference of the float32 ONNX model to the demo's own -eval of the .pdparams
 checkpoint. The section `bench_onnx_accuracy` of benchmarks/RESULTS.md is rewritten.
 """
-import argparse
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 
 import cpu_env  # noqa: E402  (threads before paddle; names the CPU's bf16 support)
 import numpy as np  # noqa: E402
@@ -149,7 +149,7 @@ def report(models, fused, info):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = console.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--demo_work', default=os.path.join(ROOT, 'demo_work'), help='what `make demo` wrote')
     parser.add_argument('--keep', metavar='DIR', help='keep the exports and predictions here (default: temporary)')
     parser.add_argument('--json', metavar='PATH', help='also write the figures as JSON here')
@@ -174,4 +174,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

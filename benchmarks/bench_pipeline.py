@@ -15,7 +15,6 @@ preprocessing (video -> aligned faces) and smooth_predict.py at full validation 
 The implication for a GPU (about 1,000 images/s for Swin-S with AMP) is printed: workers needed
 at the measured per-worker rate, and what 16 workers would deliver.
 """
-import argparse
 import os
 import re
 import subprocess
@@ -24,6 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 import cpu_env  # noqa: E402,F401
 
 from benchmarks.common import (ROOT, load_average, machine_info, machine_markdown,  # noqa: E402
@@ -151,7 +151,7 @@ def run_sub_benchmark(results, name, unit, script_args, figure_pattern):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = console.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='fewer images and passes')
     parser.add_argument('--json', metavar='PATH')
     parser.add_argument('--images', type=int, default=None, help='distinct JPEGs (default 96, quick 48)')
@@ -234,4 +234,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

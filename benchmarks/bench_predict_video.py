@@ -34,6 +34,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 
 import cpu_env  # noqa: E402,F401
 from common import machine_info, machine_markdown, update_results_section, write_json  # noqa: E402
@@ -389,7 +390,7 @@ def live_section(args, info):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = console.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seconds', type=float, default=30.0)
     parser.add_argument('--fps', type=int, default=30)
     parser.add_argument('--workers', type=int, nargs='+', default=[0, os.cpu_count() or 1])
@@ -479,4 +480,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

@@ -13,7 +13,6 @@ benchmarks/RESULTS.md (unless --no_results_md) keeps the figures.
 
     python benchmarks/bench_smooth_predict.py [--frames 280532] [--videos 70] [--format abaw3]
 """
-import argparse
 import contextlib
 import io
 import os
@@ -25,6 +24,7 @@ import tracemalloc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 
 import fusion as fusion_rules  # noqa: E402  ('fusion' names the soft/hard mode below)
 import smooth_predict  # noqa: E402  (the command itself is timed in-process)
@@ -114,7 +114,7 @@ def time_arrays(coarse, negative, anno, fusion):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = console.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--frames', type=int, default=280532)
     parser.add_argument('--videos', type=int, default=70)
     parser.add_argument('--format', choices=('abaw3', 'csv'), default='abaw3')
@@ -171,4 +171,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

@@ -46,6 +46,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 import cpu_env  # noqa: E402,F401  (threads / MKL settings before paddle and torch are imported)
 
 from benchmarks.common import (ROOT, cpu_kind, current_rss_mb, load_average, machine_info,  # noqa: E402
@@ -556,7 +557,7 @@ def results_section(info):
 # --- the steps of a run ------------------------------------------------------------------------
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = console.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='5 rounds, 1 warm-up (default 7 rounds, 2 warm-ups)')
     parser.add_argument('--json', metavar='PATH', help='also write the figures as JSON here')
     parser.add_argument('--batch_sizes', type=int, nargs='+', default=[1, 8])
@@ -692,4 +693,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

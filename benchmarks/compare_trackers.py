@@ -20,7 +20,6 @@ Per tracker and clip: tracks per person (1 = never fragmented; a spurious single
 counts as a track of the person it is nearest to), identity switches (a track that holds two
 people's faces), confident faces left without a track, and milliseconds per frame.
 """
-import argparse
 import csv
 import os
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 
 from demo.synthetic_video import crossing_actors, head_position, scene_frames  # noqa: E402
 
@@ -131,7 +131,7 @@ def score(detections, ids, label):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = console.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--demo_aligned', help="preprocess output of the demo data (detections.csv per video)")
     args = parser.parse_args()
 
@@ -181,4 +181,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

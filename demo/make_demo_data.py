@@ -18,7 +18,6 @@ works end to end; it says nothing about accuracy on real expressions.
 Everything random comes from one seeded numpy Generator, so a seed always yields the same
 annotation bytes and the same decoded frames.
 """
-import argparse
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -535,7 +535,7 @@ def make_demo_data(out_dir='demo_work/data', seed=0, num_train=8, num_val=4, fra
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = console.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('out', nargs='?', default='demo_work/data', help='output folder (default demo_work/data)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-train', type=int, default=8, help='training videos (default 8)')
@@ -556,4 +556,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

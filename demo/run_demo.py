@@ -8,7 +8,6 @@ Each step is skipped when its output is already complete, so running it twice re
 (an interrupted training resumes from its newest checkpoint). The data are synthetic: they show
 that the machinery works, not how well the method does on Aff-Wild2.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 
 import cpu_env  # noqa: E402,F401  (threads and MKL before paddle loads)
 
@@ -81,7 +81,7 @@ def training_finished(train_dir, num_epochs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = console.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work', default=os.path.join(ROOT, 'demo_work'), help='intermediate files')
     parser.add_argument('--output', default=os.path.join(ROOT, 'demo_output'), help='results')
     parser.add_argument('--nproc', type=int, default=2, help='training processes (as the release: several)')
@@ -209,4 +209,4 @@ def report(work, out, submission):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(console.run_command(main))

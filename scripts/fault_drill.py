@@ -23,7 +23,6 @@
 Prints a table (and with --summary writes the findings as JSON) and exits 0 only when every fault
 was survived and every bad input rejected clearly.
 """
-import argparse
 import glob
 import json
 import os
@@ -40,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import console  # noqa: E402  (both spellings of every flag, errors as one line)
 
 import cpu_env  # noqa: E402,F401  (thread settings before paddle is imported)
 import cv2  # noqa: E402
@@ -829,7 +829,7 @@ def table(rows):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = console.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='short form for the tests: 2 kills, fewer epochs, '
                         'one bad input of each kind')
     parser.add_argument('--seed', type=int, default=0, help='seed of the kill points')
@@ -947,4 +947,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(console.run_command(main))

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
 from demo.synthetic_video import write_face_clip  # noqa: E402
-from test_predict_video import _save_random_model  # noqa: E402
+from helpers import save_random_classifier  # noqa: E402
 
 import live  # noqa: E402
 import predict_video  # noqa: E402
@@ -34,7 +34,7 @@ def clip(tmp_path_factory, tiny_cfg_file):
     root = tmp_path_factory.mktemp('realtime')
     video = root / 'clip.mp4'
     write_face_clip(video, HAS_FACE)
-    weights = {kind: _save_random_model(tiny_cfg_file, kind, str(root / f'{kind}.pdparams'), seed)
+    weights = {kind: save_random_classifier(tiny_cfg_file, kind, str(root / f'{kind}.pdparams'), seed)
                for seed, kind in enumerate(('coarse', 'negative'), start=1)}
     flags = []
     for kind in ('coarse', 'negative'):

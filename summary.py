@@ -1,7 +1,7 @@
 """What each person showed, and for how long: the per-person summary of predict_video's labels.
 
 Shares and runs count only the frames where that person's face was found and classified: a
-faceless frame carries the nearest face frame's label in the per-frame CSV (smooth_predict's fill
+faceless frame carries the nearest face frame's label in the per-frame CSV (fusion.fill_missing's
 rule), but it says nothing about what the person showed, so it is left out here, and it ends a run.
 """
 from dataclasses import dataclass

@@ -426,9 +426,10 @@ def worker(name):
 
 
 class Worker:
-    def __init__(self, name, env=None):
+    def __init__(self, name, env=None, script=None):
+        """script: a command-line script that serves `--worker NAME` through worker() (default: this one)."""
         self.name = name
-        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker', name],
+        self.process = subprocess.Popen([sys.executable, script or os.path.abspath(__file__), '--worker', name],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=dict(os.environ, **(env or {})))
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -111,7 +112,21 @@ def join_group(timeout):
     places = [f"node {pods.index(m['pod'])} ({m['host']})" for m in members]
     _watch = PeerWatch(rank, world_size, places, (members[0]['host'], members[0]['port']), timeout, listener)
     _watch.start()
+    signal.signal(signal.SIGTERM, _sigterm_handler(signal.getsignal(signal.SIGTERM)))
     return _watch
+
+
+def _sigterm_handler(previous):
+    """SIGTERM while this process is already ending (its own error, or a peer's) is ignored: the
+    launcher sends it to every process as soon as one has failed, and a process it kills reports
+    -15 (exit 241) to the user instead of the run's own exit code. Otherwise SIGTERM does what it
+    did before (Paddle's handler is not a Python one, so the default: the process ends)."""
+    def on_sigterm(signum, frame):
+        if _ENDING.locked():
+            return
+        signal.signal(signum, previous if callable(previous) else signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    return on_sigterm
 
 
 @contextlib.contextmanager

@@ -114,7 +114,8 @@ def resolve_model(kind, cfg, weights):
         return cfg or DEMO_CFG, weights, DEMO_SOURCE
     if weights.endswith(('.pdparams', '.onnx')):
         if not os.path.isfile(weights):
-            raise UsageError(f"-{kind}_weights {weights}: file not found")
+            raise UsageError(f"-{kind}_weights {weights}: file not found (where to get weights: "
+                             "docs/weights.md)")
     elif exported_files(re.sub(r'\.(json|pdmodel|pdiparams|meta\.json)$', '', weights)) is None:
         raise UsageError(f"-{kind}_weights {weights}: neither a .pdparams file, an exported model "
                          "prefix (PREFIX.json or .pdmodel with PREFIX.pdiparams) nor a .onnx file")
@@ -561,7 +562,8 @@ def check_device(device):
 
 
 def _rate(count, seconds):
-    return f"{count / seconds:.1f}" if seconds > 0 else 'inf'
+    # A stage too quick for the clock to see has no rate worth printing.
+    return f"{count / seconds:.1f}" if seconds > 0 else '-'
 
 
 def stage_report(frames, faces, seconds, wall):

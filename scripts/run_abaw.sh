@@ -78,7 +78,7 @@ fi
 if [ "$MODE" = train ]; then
   weights_hint="where to get it: docs/weights.md; PRETRAINED= (empty) trains from scratch"
 else
-  weights_hint="train the model first, or set PRETRAINED to the checkpoint to evaluate"
+  weights_hint="train the model first, or set PRETRAINED to the checkpoint to evaluate (released checkpoints: docs/weights.md)"
 fi
 [ -z "$PRETRAINED" ] || [ -e "$PRETRAINED" ] || [ -e "$PRETRAINED.pdiparams" ] \
   || fail "PRETRAINED $PRETRAINED: file does not exist ($weights_hint)"

@@ -73,6 +73,14 @@ def threads_per_process():
     return max(1, _available_cores() // processes_on_this_machine())
 
 
+def thread_variables(processes):
+    """OMP_NUM_THREADS and MKL_NUM_THREADS that give each of `processes` processes its share of this
+    machine's cores, as one launch of that many would: for launches that share a machine without
+    knowing it (two "machines" simulated on one), where cpu_env would give each every core."""
+    threads = str(max(1, _available_cores() // processes))
+    return {'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads}
+
+
 def settings_for(vendor, threads):
     """The environment variables this module sets on a CPU of `vendor`, `threads` threads per process."""
     settings = {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}

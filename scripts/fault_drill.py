@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import console  # noqa: E402  (both spellings of every flag, errors as one line)
 
-import cpu_env  # noqa: E402,F401  (thread settings before paddle is imported)
+import cpu_env  # noqa: E402  (thread settings before paddle is imported)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
@@ -473,10 +473,8 @@ def start_nodes(data, output, log_dir, epochs, work, tag):
 
 def shared_machine_env():
     """Two "machines" on this one share its cores: each process gets the threads of one
-    2-process launch (cpu_env would give each launcher's single process every core), so that
-    the weights can equal the one-machine run's."""
-    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
-    return {**os.environ, 'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads}
+    2-process launch, so that the weights can equal the one-machine run's."""
+    return {**os.environ, **cpu_env.thread_variables(2)}
 
 
 def worker_of(launcher):

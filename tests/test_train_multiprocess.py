@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+import cpu_env
 import engine
 from config import get_config
 from helpers import configured, run_on_two_nodes
@@ -22,9 +23,8 @@ pytestmark = pytest.mark.slow  # multi-process runs (make test-fast skips them)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MACHINE_ENV = ('NNODES', 'MASTER', 'NODE_RANK')
 # Two "machines" on this one share its cores: each process gets the threads of one 2-process
-# launch (cpu_env would give each launcher's single process every core), so the weights compare.
-_THREADS = str(max(1, len(os.sched_getaffinity(0)) // 2))
-SHARED_MACHINE_THREADS = {'OMP_NUM_THREADS': _THREADS, 'MKL_NUM_THREADS': _THREADS}
+# launch, so the weights compare.
+SHARED_MACHINE_THREADS = cpu_env.thread_variables(2)
 
 
 def script_env(env_changes):
